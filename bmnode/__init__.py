@@ -1,0 +1,3 @@
+"""bmnode: a Bitmessage protocol v3 node for servers."""
+
+__version__ = "0.1.0"

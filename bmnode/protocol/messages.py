@@ -24,7 +24,6 @@ from bmnode.protocol.constants import (
     MAX_INV_ENTRIES_SENT,
     NET_ADDR_SIZE,
     NODE_NETWORK,
-    OBJECT_TYPE_NAMES,
     PROTOCOL_VERSION,
     USER_AGENT,
 )
@@ -48,6 +47,7 @@ from bmnode.protocol.framing import (
     split_frames,
 )
 from bmnode.protocol.hashing import inventory_hash
+from bmnode.protocol.objects import parse_header as parse_object_header
 from bmnode.protocol.hosts import NetAddr, encode_host, service_names
 
 
@@ -397,20 +397,15 @@ class ObjectMessage(Message):
         return cls(bytes(payload))
 
     def to_dict(self) -> dict[str, Any]:
+        """Length, inventory hash, the object header's fields (when it parses) and the raw hex."""
         out: dict[str, Any] = {"length": len(self.data), "inventory_hash": self.inventory_hash.hex()}
-        # Display-only look at the common object header (spec 7.1); not a validity check.
-        r = Reader(self.data)
         try:
-            out.update(
-                nonce=r.u64("nonce"),
-                expires_time=r.u64("expiresTime"),
-                object_type=r.u32("objectType"),
-            )
-            out["object_type_name"] = OBJECT_TYPE_NAMES.get(out["object_type"], "unknown")
-            out.update(version=r.var_int("object version"), stream=r.var_int("stream"))
-            out["object_payload_length"] = r.remaining
+            header = parse_object_header(self.data)
         except MalformedMessage as exc:
             out["header_error"] = str(exc)
+        else:
+            out.update(header.to_dict())
+            out["object_payload_length"] = len(self.data) - header.header_length
         out["object"] = self.data.hex()
         return out
 

@@ -55,3 +55,12 @@ class BackendUnavailable(PowError):
 
 class PowCancelled(PowError):
     """A proof-of-work search was cancelled before it found a nonce."""
+
+
+class StoreError(BmnodeError):
+    """A database file cannot be used (corrupt, unreadable, wrong kind, newer schema); the
+    message names the file and says what to do. The file is never deleted or rewritten."""
+
+
+class ConfigError(BmnodeError, ValueError):
+    """A bad configuration value or unknown key; the message names the flag or key and the file."""

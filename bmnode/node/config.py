@@ -1,0 +1,429 @@
+"""Node configuration: defaults < ``bmnode.toml`` in the data directory < command-line flags.
+
+:class:`NodeConfig` holds every option of ``bmnode run``; :func:`load_config` builds it from the
+file and the flags; :func:`add_run_arguments` declares the flags on an ``argparse`` parser.
+Every value goes through one checker per option (also when a NodeConfig is built directly),
+and a bad value or an unknown key raises :class:`~bmnode.errors.ConfigError` naming the flag
+or the file and key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from bmnode.errors import ConfigError
+from bmnode.protocol.constants import (
+    DEFAULT_MAX_TOTAL_CONNECTIONS,
+    DEFAULT_PORT,
+    MAX_OUTBOUND_LIMIT,
+    MAX_STREAM,
+    MAX_USER_AGENT_LENGTH,
+    NETWORK_MIN_EXTRA,
+    NETWORK_MIN_NTPB,
+    USER_AGENT,
+)
+
+__all__ = [
+    "CONFIG_FILE",
+    "HostPort",
+    "LOG_LEVELS",
+    "NodeConfig",
+    "add_run_arguments",
+    "config_from_args",
+    "default_data_dir",
+    "load_config",
+    "parse_host_port",
+    "parse_network_pow",
+]
+
+CONFIG_FILE = "bmnode.toml"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Upper bound on --max-inbound: a sanity limit, far above what one process serves.
+MAX_INBOUND_LIMIT = 100_000
+_U64 = (1 << 64) - 1
+_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+# ------------------------------------------------------------------------------ values
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A host (IP literal or DNS/onion name, IPv6 without brackets) and a TCP port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _bad(where: str, reason: str) -> ConfigError:
+    return ConfigError(f"{where}: {reason}")
+
+
+def _check_hostname(host: str, where: str, text: str) -> None:
+    try:
+        ipaddress.IPv4Address(host)
+        return
+    except ValueError:
+        pass
+    if len(host) > 253 or not all(_LABEL.match(label) for label in host.rstrip(".").split(".")):
+        raise _bad(where, f"{text!r}: {host!r} is not an IPv4 address or host name")
+    if host.replace(".", "").isdigit():
+        raise _bad(where, f"{text!r}: {host!r} is not a valid IPv4 address")
+
+
+def parse_host_port(text: str, *, where: str = "HOST:PORT", allow_port_zero: bool = False) -> HostPort:
+    """``HOST:PORT`` with an IPv4 address, a host name, or an IPv6 address in brackets
+    (``[::1]:8444``). Port 1-65535 (0 too with ``allow_port_zero``: any free port)."""
+    if not isinstance(text, str):
+        raise _bad(where, f"expected a string HOST:PORT, got {text!r}")
+    s = text.strip()
+    if s.startswith("["):
+        end = s.find("]")
+        if end < 0 or s[end + 1 : end + 2] != ":":
+            raise _bad(where, f"{text!r}: expected [IPv6]:PORT")
+        host, port_text = s[1:end], s[end + 2 :]
+        try:
+            host = str(ipaddress.IPv6Address(host))
+        except ValueError:
+            raise _bad(where, f"{text!r}: {host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = s.rpartition(":")
+        if not sep or not host:
+            raise _bad(where, f"{text!r}: expected HOST:PORT")
+        if ":" in host:
+            raise _bad(where, f"{text!r}: put an IPv6 address in brackets, as in [::1]:{DEFAULT_PORT}")
+        _check_hostname(host, where, text)
+        host = host.lower()
+    if not port_text.isascii() or not port_text.isdigit():
+        raise _bad(where, f"{text!r}: port {port_text!r} is not a number")
+    port = int(port_text)
+    low = 0 if allow_port_zero else 1
+    if not low <= port <= 0xFFFF:
+        raise _bad(where, f"{text!r}: port {port} is out of range {low}..65535")
+    return HostPort(host, port)
+
+
+def parse_network_pow(text: str, *, where: str = "NTPB:EXTRA") -> tuple[int, int]:
+    """``NTPB:EXTRA``: the network minimum nonceTrialsPerByte and payloadLengthExtraBytes
+    (both whole numbers >= 1; 1000:1000 on the real network)."""
+    if not isinstance(text, str):
+        raise _bad(where, f"expected a string NTPB:EXTRA, got {text!r}")
+    parts = text.strip().split(":")
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
+        raise _bad(where, f"{text!r}: expected NTPB:EXTRA, two whole numbers such as 1000:1000")
+    ntpb, extra = int(parts[0]), int(parts[1])
+    for name, value in (("NTPB", ntpb), ("EXTRA", extra)):
+        if not 1 <= value <= _U64:
+            raise _bad(where, f"{text!r}: {name} must be 1..{_U64}")
+    return ntpb, extra
+
+
+# ------------------------------------------------------------------------------ checkers
+
+Checker = Callable[[Any, str], Any]
+
+
+def _bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _bad(where, f"expected true or false, got {value!r}")
+
+
+def _int_range(low: int, high: int) -> Checker:
+    def check(value: Any, where: str) -> int:
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            value = int(value.strip())
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise _bad(where, f"expected a whole number {low}..{high}, got {value!r}")
+        return value
+
+    return check
+
+
+def _path(value: Any, where: str) -> Path:
+    if isinstance(value, (str, os.PathLike)) and str(value):
+        return Path(value).expanduser().absolute()
+    raise _bad(where, f"expected a directory path, got {value!r}")
+
+
+def _listen(value: Any, where: str) -> HostPort:
+    if isinstance(value, HostPort):
+        value = str(value)
+    return parse_host_port(value, where=where, allow_port_zero=True)
+
+
+def _peers(value: Any, where: str) -> tuple[HostPort, ...]:
+    if isinstance(value, (str, HostPort)):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise _bad(where, f"expected a list of HOST:PORT strings, got {value!r}")
+    return tuple(parse_host_port(str(v) if isinstance(v, HostPort) else v, where=where) for v in value)
+
+
+def _network_pow(value: Any, where: str) -> tuple[int, int]:
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise _bad(where, f"expected NTPB:EXTRA or [NTPB, EXTRA], got {value!r}")
+        value = f"{value[0]}:{value[1]}"
+    return parse_network_pow(value, where=where)
+
+
+def _log_level(value: Any, where: str) -> str:
+    if isinstance(value, str) and value.strip().upper() in LOG_LEVELS:
+        return value.strip().upper()
+    raise _bad(where, f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+
+
+def _streams(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _bad(where, f"expected a non-empty list of stream numbers, got {value!r}")
+    check = _int_range(1, MAX_STREAM)
+    streams = tuple(check(v, where) for v in value)
+    if len(set(streams)) != len(streams):
+        raise _bad(where, f"stream listed twice in {list(streams)}")
+    return streams
+
+
+def _user_agent(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _bad(where, f"expected a non-empty string, got {value!r}")
+    if len(value.encode("utf-8")) > MAX_USER_AGENT_LENGTH:
+        raise _bad(where, f"longer than {MAX_USER_AGENT_LENGTH} bytes")
+    return value
+
+
+_CHECKERS: dict[str, Checker] = {
+    "data_dir": _path,
+    "listen": _listen,
+    "peers": _peers,
+    "bootstrap": _bool,
+    "max_inbound": _int_range(0, MAX_INBOUND_LIMIT),
+    "max_outbound": _int_range(0, MAX_OUTBOUND_LIMIT),
+    "network_pow": _network_pow,
+    "tls": _bool,
+    "log_level": _log_level,
+    "streams": _streams,
+    "user_agent": _user_agent,
+    "dandelion": _bool,
+    "allow_private_peers": _bool,
+}
+
+
+# ------------------------------------------------------------------------------ the config
+
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/bmnode`` (when set to an absolute path), else ``~/.local/share/bmnode``."""
+    env = os.environ if env is None else env
+    xdg = env.get("XDG_DATA_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "bmnode"
+    home = env.get("HOME") or str(Path.home())
+    return Path(home) / ".local" / "share" / "bmnode"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Every option of ``bmnode run``. Values are checked and normalised on construction
+    (strings such as ``listen="127.0.0.1:0"`` or ``network_pow="10:10"`` are accepted)."""
+
+    data_dir: Path
+    #: Where to accept peers; port 0 = any free port.
+    listen: HostPort = HostPort("0.0.0.0", DEFAULT_PORT)
+    #: Peers to dial (and keep dialling) besides the known nodes.
+    peers: tuple[HostPort, ...] = ()
+    #: Seed the built-in bootstrap list and make the one-off bootstrap connection (12.3).
+    bootstrap: bool = True
+    max_inbound: int = DEFAULT_MAX_TOTAL_CONNECTIONS
+    max_outbound: int = 8
+    #: Network minimum (nonceTrialsPerByte, payloadLengthExtraBytes), demanded and performed.
+    network_pow: tuple[int, int] = (NETWORK_MIN_NTPB, NETWORK_MIN_EXTRA)
+    #: Offer NODE_SSL and upgrade to TLS when the peer offers it too (4.6).
+    tls: bool = True
+    log_level: str = "INFO"
+    #: Streams joined (the reference joins only 1).
+    streams: tuple[int, ...] = (1,)
+    user_agent: str = USER_AGENT.decode("ascii")
+    #: Dandelion++ (11): advertise NODE_DANDELION, stem our own and dinv-received objects.
+    dandelion: bool = True
+    #: Learn and dial private/loopback addresses (test networks on 127.0.0.1).
+    allow_private_peers: bool = False
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = _CHECKERS[f.name](getattr(self, f.name), f"NodeConfig.{f.name}")
+            object.__setattr__(self, f.name, value)
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / CONFIG_FILE
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.data_dir / "inventory.sqlite"
+
+    @property
+    def knownnodes_path(self) -> Path:
+        return self.data_dir / "knownnodes.sqlite"
+
+    @property
+    def ntpb(self) -> int:
+        return self.network_pow[0]
+
+    @property
+    def extra(self) -> int:
+        return self.network_pow[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (for logs and ``--print-config`` style output)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Path):
+                v = str(v)
+            elif isinstance(v, HostPort):
+                v = str(v)
+            elif f.name == "peers":
+                v = [str(p) for p in v]
+            elif f.name == "network_pow":
+                v = f"{v[0]}:{v[1]}"
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+
+#: Option -> its command-line flag (the options without a flag are set in the file only).
+FLAGS: dict[str, str] = {
+    "data_dir": "--data-dir",
+    "listen": "--listen",
+    "peers": "--peer",
+    "bootstrap": "--no-bootstrap",
+    "max_inbound": "--max-inbound",
+    "max_outbound": "--max-outbound",
+    "network_pow": "--network-pow",
+    "tls": "--no-tls",
+    "log_level": "--log-level",
+    "dandelion": "--no-dandelion",
+    "allow_private_peers": "--allow-private-peers",
+}
+
+#: File keys besides the option names: alias -> (option, negated).
+_ALIASES: dict[str, tuple[str, bool]] = {
+    "peer": ("peers", False),
+    "no_bootstrap": ("bootstrap", True),
+    "no_tls": ("tls", True),
+    "no_dandelion": ("dandelion", True),
+}
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    """The options set in ``path`` (checked), or {} when the file does not exist."""
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as fp:
+            doc = tomllib.load(fp)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for key, raw in doc.items():
+        where = f"{path}: key {key!r}"
+        name = key.replace("-", "_")
+        negated = False
+        if name in _ALIASES:
+            name, negated = _ALIASES[name]
+        if name == "data_dir":
+            raise _bad(where, "the data directory cannot be set in its own config file; use --data-dir")
+        if name not in _CHECKERS:
+            known = sorted(set(_CHECKERS) - {"data_dir"} | set(_ALIASES))
+            raise _bad(where, f"unknown key (known keys: {', '.join(known)})")
+        value = _CHECKERS[name](raw, where)
+        if negated:
+            value = not value
+        if name in values and values[name] != value:
+            raise _bad(where, f"contradicts key {origin[name]!r} set earlier in the file")
+        values[name] = value
+        origin[name] = key
+    return values
+
+
+def load_config(
+    data_dir: str | Path | None = None,
+    cli_overrides: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> NodeConfig:
+    """Defaults, then ``bmnode.toml`` in the data directory (if present), then
+    ``cli_overrides`` (option name -> value as given on the command line; None = not given).
+    ``data_dir`` None means :func:`default_data_dir`. A flag replaces the file's value
+    (``--peer`` replaces the file's ``peers`` list)."""
+    overrides = dict(cli_overrides or {})
+    for name in overrides:
+        if name not in _CHECKERS:
+            raise ConfigError(f"unknown option {name!r} passed to load_config")
+    if overrides.get("data_dir") is not None:
+        data_dir = overrides["data_dir"]
+    overrides.pop("data_dir", None)
+    base = _path(data_dir, "--data-dir") if data_dir is not None else default_data_dir(env)
+    values = _read_file(base / CONFIG_FILE)
+    for name, raw in overrides.items():
+        if raw is None:
+            continue
+        where = FLAGS.get(name, name)
+        values[name] = _CHECKERS[name](raw, where)
+    return NodeConfig(data_dir=base, **values)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the flags of ``bmnode run`` (every default None = "not given": the file or the
+    built-in default applies). Values are checked by :func:`load_config`, not by argparse,
+    so a bad one raises ConfigError naming the flag."""
+    parser.add_argument("--data-dir", metavar="DIR", default=None, help="data directory (default: per-user, XDG)")
+    parser.add_argument("--listen", metavar="HOST:PORT", default=None, help="listen address (default 0.0.0.0:8444)")
+    parser.add_argument(
+        "--peer", dest="peers", metavar="HOST:PORT", action="append", default=None, help="dial this peer (repeatable)"
+    )
+    parser.add_argument(
+        "--no-bootstrap", dest="bootstrap", action="store_const", const=False, default=None,
+        help="never use the built-in bootstrap list",
+    )
+    parser.add_argument("--max-inbound", metavar="N", default=None, help="inbound connection limit (default 200)")
+    parser.add_argument("--max-outbound", metavar="N", default=None, help="outbound connections, 0-8 (default 8)")
+    parser.add_argument(
+        "--network-pow", metavar="NTPB:EXTRA", default=None,
+        help="network minimum PoW difficulty, demanded and performed (default 1000:1000)",
+    )
+    parser.add_argument(
+        "--no-tls", dest="tls", action="store_const", const=False, default=None, help="do not offer TLS"
+    )
+    parser.add_argument("--log-level", metavar="LEVEL", default=None, help="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    parser.add_argument(
+        "--no-dandelion", dest="dandelion", action="store_const", const=False, default=None,
+        help="disable Dandelion++ stem propagation",
+    )
+    parser.add_argument(
+        "--allow-private-peers", dest="allow_private_peers", action="store_const", const=True, default=None,
+        help="learn and dial private/loopback addresses (test networks)",
+    )
+
+
+def config_from_args(args: argparse.Namespace, *, env: Mapping[str, str] | None = None) -> NodeConfig:
+    """The NodeConfig for a ``bmnode run`` namespace built with :func:`add_run_arguments`."""
+    overrides = {name: getattr(args, name, None) for name in FLAGS}
+    return load_config(overrides.pop("data_dir"), overrides, env=env)

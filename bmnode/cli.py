@@ -266,6 +266,16 @@ def _pow_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- run
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bmnode.net.run import run_node
+    from bmnode.node.config import config_from_args
+
+    return run_node(config_from_args(args))
+
+
 # ------------------------------------------------------------------------------------ main
 
 
@@ -316,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     wb.add_argument("--json", action="store_true")
     wb.add_argument("--plot", default=None, metavar="FILE.png")
     wb.set_defaults(func=_pow_bench)
+
+    from bmnode.node.config import add_run_arguments
+
+    r = sub.add_parser("run", help="run the node (the networking process) until SIGTERM/SIGINT")
+    add_run_arguments(r)
+    r.set_defaults(func=_run)
     return p
 
 

@@ -46,13 +46,29 @@ async def serve(settings: NetSettings, stop: asyncio.Event | None = None) -> Rel
             settings.ntpb,
             settings.extra,
         )
+        status = asyncio.create_task(_log_status(node, STATUS_INTERVAL))
         await stop.wait()
+        status.cancel()
         log.info("shutting down")
     finally:
         await node.stop()
         for sig in installed:
             loop.remove_signal_handler(sig)
     return node
+
+
+STATUS_INTERVAL = 60.0
+
+
+async def _log_status(node: RelayNode, interval: float) -> None:
+    """One status line every ``interval`` seconds so an operator sees the node is alive."""
+    while True:
+        await asyncio.sleep(interval)
+        st = node.stats()
+        log.info(
+            "status: %s established peers (%s in, %s out), %s objects in the inventory, %s downloads pending",
+            st["established"], st["inbound"], st["outbound"], st["inventory"], st["wanted"],
+        )
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -105,14 +105,19 @@ def _migrate(con: sqlite3.Connection, kind: str, current: int, migrations: Seque
             con.execute("UPDATE schema_info SET version = ? WHERE name = ?", (version + 1, kind))
 
 
-def open_database(path: str | Path, kind: str, migrations: Sequence[Migration]) -> sqlite3.Connection:
+def open_database(
+    path: str | Path, kind: str, migrations: Sequence[Migration], *, check_same_thread: bool = True
+) -> sqlite3.Connection:
     """Open (creating if absent) the ``kind`` database at ``path`` in WAL mode with
     ``synchronous=NORMAL``, migrated to ``len(migrations)``. Autocommit connection: callers
-    group writes with :func:`transaction`."""
+    group writes with :func:`transaction`. ``check_same_thread=False`` lets a caller that
+    serialises access itself (a lock) use the connection from several threads."""
     path = Path(path)
     _check_file(path, kind)
     try:
-        con = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        con = sqlite3.connect(
+            str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=check_same_thread
+        )
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the {kind} database {path}: {exc}; check that the directory exists and is writable") from exc
     try:

@@ -261,3 +261,46 @@ def test_peer_that_does_not_read_is_dropped(tmp_path: Path):
             await node.stop()
 
     run(main())
+
+
+def test_announcement_burst_to_a_slow_reader_stays_bounded(tmp_path: Path):
+    """A burst of announcements is written only while the peer's buffer is below its high-water
+    mark; the rest waits as pending hashes and goes out once the peer reads again."""
+
+    async def main():
+        high = 16 * 1024
+        node = await start_node(tmp_path, write_high_water=high, inv_chunk=100, announce_interval=3600.0)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((LOOPBACK, node.listen_port))
+            sock.setblocking(False)
+            reader, writer = await asyncio.open_connection(sock=sock)
+            slow = RawPeer(reader, writer, outbound=True)
+            await slow.handshake(listen_port=4002)
+            conn = next(c for c in node.connections if c.remote_listen_port == 4002)
+            assert await wait_for(lambda: conn.established, 10)
+            # a small kernel send buffer on the node's side, so the burst reaches asyncio's buffer
+            conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            objs = [make_object(size=16) for _ in range(3000)]  # 96 kB of hashes in inv
+            for o in objs:
+                assert node.inject(o).hash is not None
+            node.flush_announcements()
+            buffered = conn.transport.get_write_buffer_size()
+            pending = len(conn.peer.pending_inv)
+            # at most the high-water mark plus one chunk (100 hashes) is buffered; the rest waits
+            assert buffered <= high + 100 * 32 + 64
+            assert pending > 0
+            # reading again drains everything: every hash arrives exactly once
+            got: list[bytes] = []
+            deadline = time.monotonic() + 30
+            while len(got) < len(objs) and time.monotonic() < deadline:
+                f, _ = await slow.recv_until("inv", timeout=10)
+                got.extend(Inv.decode(f.payload).hashes)
+            assert sorted(got) == sorted(inventory_hash(o) for o in objs)
+            assert conn.peer.pending_inv == []
+            writer.close()
+        finally:
+            await node.stop()
+
+    run(main())

@@ -41,6 +41,7 @@ from bmnode.protocol.constants import (
     NODE_NETWORK,
     NODE_SSL,
 )
+from bmnode.protocol.encoding import encode_var_int
 from bmnode.protocol.framing import frame
 from bmnode.protocol.hashing import inventory_hash
 from bmnode.protocol.hosts import is_public
@@ -690,8 +691,12 @@ class RelayNode:
         stem_out, self._stem_out = self._stem_out, {}
         now = int(self.clock())
         if batch:
+            # One shuffle per batch (not per peer): every peer gets the new hashes in a random
+            # order unrelated to arrival, at O(batch) instead of O(batch x peers) cost.
+            items_all = list(batch.items())
+            self.rng.shuffle(items_all)
             by_stream: dict[int, list[tuple[bytes, set[Connection]]]] = {}
-            for h, (stream, expires, have) in batch.items():
+            for h, (stream, expires, have) in items_all:
                 if expires > now:  # expired objects are never announced (7.2)
                     by_stream.setdefault(stream, []).append((h, have))
             for conn in list(self.connections):
@@ -726,13 +731,18 @@ class RelayNode:
             if len(st.pending_inv) > self.settings.max_pending_inv:
                 conn.abort("peer does not drain (announcement backlog)")
             return
+        # Write chunks only while the peer's buffer is below its high-water mark; the rest
+        # stays pending (32-byte hashes shared with other peers) until it drains, so a burst
+        # cannot make the node buffer whole inv messages for every slow peer.
         out = st.pending_inv
-        st.pending_inv = []
-        self.rng.shuffle(out)
         size = self.settings.inv_chunk
-        for i in range(0, len(out), size):
-            conn.send(Inv(tuple(out[i : i + size])))
-        self.counters["inv_sent"] += len(out)
+        sent = 0
+        while sent < len(out) and conn.writable:
+            chunk = out[sent : sent + size]
+            conn.send_frame(frame("inv", encode_var_int(len(chunk)) + b"".join(chunk)))
+            sent += len(chunk)
+        st.pending_inv = out[sent:]
+        self.counters["inv_sent"] += sent
 
     # ================================================================== serving getdata
 

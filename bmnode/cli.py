@@ -266,6 +266,45 @@ def _pow_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pow_worker(args: argparse.Namespace) -> int:
+    from bmnode.pow.worker import run_worker, setup_worker_logging
+
+    if args.heartbeat <= 0:
+        raise UsageError("--heartbeat must be positive")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be >= 1")
+    setup_worker_logging(args.log_level)
+    return run_worker(args.connect, args.backend, threads=args.threads, name=args.name, heartbeat=args.heartbeat)
+
+
+def _pow_serve(args: argparse.Namespace) -> int:
+    from bmnode.node.bus import DEFAULT_POW_PORT, DEFAULT_POW_WORKER_PORT, check_endpoint
+    from bmnode.pow.broker import BrokerConfig, serve_broker
+    from bmnode.pow.worker import setup_worker_logging
+
+    clients = args.clients or [f"tcp://127.0.0.1:{DEFAULT_POW_PORT}"]
+    workers = args.workers_bind if args.workers_bind is not None else [f"tcp://127.0.0.1:{DEFAULT_POW_WORKER_PORT}"]
+    for ep in clients + workers:
+        check_endpoint(ep)
+    if args.local_workers < 0:
+        raise UsageError("--local-workers must be >= 0")
+    if args.local_workers == 0 and not workers:
+        raise UsageError("with --local-workers 0, give --workers-bind so that workers can join")
+    if args.max_jobs_per_client < 1:
+        raise UsageError("--max-jobs-per-client must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be >= 1")
+    if args.worker_timeout <= 0:
+        raise UsageError("--worker-timeout must be positive")
+    setup_worker_logging(args.log_level)
+    cfg = BrokerConfig(
+        client_endpoints=clients, worker_endpoints=workers, local_workers=args.local_workers,
+        backend=args.backend, threads=args.threads, max_jobs_per_client=args.max_jobs_per_client,
+        worker_timeout=args.worker_timeout,
+    )
+    return serve_broker(cfg)
+
+
 # ------------------------------------------------------------------------------------- run
 
 
@@ -326,6 +365,27 @@ def build_parser() -> argparse.ArgumentParser:
     wb.add_argument("--json", action="store_true")
     wb.add_argument("--plot", default=None, metavar="FILE.png")
     wb.set_defaults(func=_pow_bench)
+    ww = wsub.add_parser("worker", help="a PoW worker that pulls jobs from a broker (local or remote)")
+    ww.add_argument("--connect", required=True, metavar="ENDPOINT",
+                    help="the broker's worker endpoint, e.g. tcp://HOST:8447")
+    ww.add_argument("--backend", default="auto", help="python, native, opencl[:DEVICE] or auto")
+    ww.add_argument("--threads", type=int, default=None, help="threads of the native backend")
+    ww.add_argument("--name", default=None, help="worker name shown by the broker (default host-pid)")
+    ww.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
+    ww.add_argument("--log-level", default="INFO")
+    ww.set_defaults(func=_pow_worker)
+    wv = wsub.add_parser("serve", help="a standalone PoW broker: the PoW offload service for other clients")
+    wv.add_argument("--clients", metavar="ENDPOINT", action="append", default=None,
+                    help="where clients submit jobs (repeatable; default tcp://127.0.0.1:8446)")
+    wv.add_argument("--workers-bind", metavar="ENDPOINT", action="append", default=None,
+                    help="where remote workers connect (repeatable; default tcp://127.0.0.1:8447)")
+    wv.add_argument("--local-workers", type=int, default=1, help="worker threads in this process (default 1)")
+    wv.add_argument("--backend", default="auto", help="backend of the local workers: python, native, opencl[:DEVICE], auto")
+    wv.add_argument("--threads", type=int, default=None, help="threads of each native local worker")
+    wv.add_argument("--max-jobs-per-client", type=int, default=256)
+    wv.add_argument("--worker-timeout", type=float, default=3.0, help="drop a silent worker after this many seconds")
+    wv.add_argument("--log-level", default="INFO")
+    wv.set_defaults(func=_pow_serve)
 
     from bmnode.node.config import add_run_arguments
 

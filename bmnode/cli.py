@@ -1,5 +1,6 @@
-"""The ``bmnode`` command: operator tools (decode, address, pow). JSON on stdout; on bad input a
-one-line reason on stderr and exit status 2."""
+"""The ``bmnode`` command: the node (run, demo), clients of a running node through its API
+(address create/list, send, inbox, status) and offline operator tools (decode, address
+decode/new, pow). JSON on stdout; on bad input a one-line reason on stderr and exit status 2."""
 
 from __future__ import annotations
 
@@ -309,10 +310,237 @@ def _pow_serve(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bmnode.net.run import run_node
     from bmnode.node.config import config_from_args
 
-    return run_node(config_from_args(args))
+    config = config_from_args(args)
+    if args.relay_only:
+        from bmnode.net.run import run_node
+
+        return run_node(config)
+    from bmnode.node.fullnode import run_full_node
+
+    return run_full_node(config)
+
+
+# ------------------------------------------------------------------ a running node, through its API
+
+
+def _add_client_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the running node is: its data directory (api.json, api.toml) or --api."""
+    p.add_argument("--data-dir", metavar="DIR", default=None,
+                   help="the node's data directory: its API address and credentials are read there (default: per-user)")
+    p.add_argument("--api", metavar="HOST:PORT", default=None, help="the node's API address (default: from api.json)")
+    p.add_argument("--api-user", metavar="USER", default=None)
+    p.add_argument("--api-password", metavar="PASSWORD", default=None, help="default: from api.toml")
+
+
+def _node_api(args: argparse.Namespace) -> Any:
+    from bmnode.node.apiproc import NodeApi
+    from bmnode.node.config import default_data_dir, parse_host_port
+
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+    host = port = None
+    if args.api:
+        hp = parse_host_port(args.api, where="--api")
+        host, port = hp.host, hp.port
+    return NodeApi.from_data_dir(data_dir, host=host, port=port, username=args.api_user, password=args.api_password)
+
+
+def _address_create(args: argparse.Namespace) -> int:
+    api = _node_api(args)
+    if args.chan is not None:
+        if args.passphrase is not None or args.count != 1:
+            raise UsageError("--chan takes no --passphrase or --count")
+        _emit([api.call("createChan", api.b64(args.chan))])
+    elif args.passphrase is not None:
+        if args.passphrase == "":
+            raise UsageError("--passphrase must not be empty")
+        made = api.call("createDeterministicAddresses", api.b64(args.passphrase), args.count)
+        _emit(made.get("addresses", []) if isinstance(made, dict) else made)
+    else:
+        if args.count != 1:
+            raise UsageError("--count needs --passphrase (random addresses are made one at a time)")
+        _emit([api.call("createRandomAddress", api.b64(args.label))])
+    return 0
+
+
+def _address_list(args: argparse.Namespace) -> int:
+    api = _node_api(args)
+    out = []
+    for a in api.addresses():
+        a = dict(a)
+        a["label"] = api.unb64(a.get("label", "")) if args.decode_labels else a.get("label", "")
+        out.append(a)
+    _emit(out)
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    api = _node_api(args)
+    body = args.body
+    if args.body_file is not None:
+        if body is not None:
+            raise UsageError("give --body or --body-file, not both")
+        body = sys.stdin.read() if args.body_file == "-" else _read_text(args.body_file)
+    if body is None:
+        body = ""
+    if args.broadcast == (args.to is not None):
+        raise UsageError("give either --to ADDRESS or --broadcast")
+    subject, text = api.b64(args.subject), api.b64(body)
+    if args.broadcast:
+        ack = api.call("sendBroadcast", args.sender, subject, text, args.encoding, args.ttl)
+    else:
+        ack = api.call("sendMessage", args.to, args.sender, subject, text, args.encoding, args.ttl)
+    result: dict[str, Any] = {"ackdata": ack, "status": api.status(ack)}
+    if args.wait:
+        final = {"ackreceived", "msgsentnoackexpected", "broadcastsent", "toodifficult", "badkey"}
+        if not args.broadcast:
+            final.discard("broadcastsent")
+        deadline = time.monotonic() + args.wait
+        t0 = time.monotonic()
+        while result["status"] not in final and time.monotonic() < deadline:
+            time.sleep(0.25)
+            status = api.status(ack)
+            if status != result["status"]:
+                result["status"] = status
+                print(f"{time.monotonic() - t0:7.2f}s {status}", file=sys.stderr)
+    _emit(result)
+    return 0
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {path}: {e}") from e
+
+
+def _inbox(args: argparse.Namespace) -> int:
+    api = _node_api(args)
+    msgs = api.inbox()
+    if args.unread:
+        msgs = [m for m in msgs if not m.get("read")]
+    _emit(msgs)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    api = _node_api(args)
+    if args.ackdata:
+        _emit({"ackdata": args.ackdata, "status": api.status(args.ackdata)})
+        return 0
+    out: dict[str, Any] = {"api": api.url, "client_status": api.call("clientStatus")}
+    from bmnode.node.config import default_data_dir
+    from bmnode.node.fullnode import STATUS_FILE
+
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+    try:
+        out["processes"] = json.loads((data_dir / STATUS_FILE).read_text()).get("children", [])
+    except (OSError, ValueError):
+        pass
+    _emit(out)
+    return 0
+
+
+class _DemoFailed(BmnodeError):
+    """A demo step did not finish in time."""
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Three full nodes on loopback (alice - bob - carol in a line), a message with its ack
+    from alice to bob (bob's pubkey unknown at first) and a broadcast from alice that reaches
+    carol through bob; every step with its time."""
+    import shutil
+    import tempfile
+
+    from bmnode.node.config import parse_network_pow
+    from bmnode.node.fullnode import LocalNode, free_port
+
+    parse_network_pow(args.network_pow, where="--network-pow")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    base = Path(tempfile.mkdtemp(prefix="bmnode-demo-"))
+    t0 = time.monotonic()
+
+    def say(text: str) -> None:
+        print(f"[{time.monotonic() - t0:6.2f}s] {text}", flush=True)
+
+    def wait_for(what: str, check: Any) -> Any:
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise _DemoFailed(f"{what}: not done after {args.timeout:.0f} s")
+
+    ports = [free_port() for _ in range(3)]
+    extra = ("--no-dandelion", "--decrypt-workers", "1", "--pow-backend", args.pow_backend)
+    names = ("alice", "bob", "carol")
+    peers = ((ports[1],), (ports[0], ports[2]), (ports[1],))
+    nodes = [
+        LocalNode(base / n, name=n, port=p, peers=pe, network_pow=args.network_pow, api_password=f"demo-{n}",
+                  extra=extra, log_level="INFO")
+        for n, p, pe in zip(names, ports, peers)
+    ]
+    ok = False
+    try:
+        say(f"starting alice, bob and carol in {base} (peers: alice - bob - carol on 127.0.0.1, "
+            f"network PoW {args.network_pow})")
+        for n in nodes:
+            n.start()
+        alice, bob, carol = (n.wait_ready(args.timeout) for n in nodes)
+        say("all three nodes are up: " + ", ".join(f"{n.name} peer port {n.port}, API {n.api_port}" for n in nodes))
+        a = alice.call("createRandomAddress", alice.b64("alice"))
+        b = bob.call("createRandomAddress", bob.b64("bob"))
+        c = carol.call("createRandomAddress", carol.b64("carol"))
+        say(f"addresses: alice {a}, bob {b}, carol {c}")
+
+        say("alice sends bob a message (bob's pubkey is unknown to alice: getpubkey first)")
+        sent_at = time.monotonic()
+        ack = alice.call("sendMessage", b, a, alice.b64("Hello Bob"), alice.b64("Sent by bmnode demo."))
+        seen: list[str] = []
+
+        def delivered() -> Any:
+            st = alice.status(ack)
+            if not seen or seen[-1] != st:
+                seen.append(st)
+                say(f"  alice's copy: {st}")
+            got = [m for m in bob.inbox() if m["fromAddress"] == a]
+            return got if got and st == "ackreceived" else None
+
+        got = wait_for("alice -> bob", delivered)
+        say(f"  bob's inbox: {got[0]['subject']!r} from {got[0]['fromAddress']}; ack back at alice "
+            f"{time.monotonic() - sent_at:.2f} s after sending")
+
+        say("carol subscribes to alice; alice sends a broadcast (it reaches carol through bob)")
+        carol.call("addSubscription", a, carol.b64("alice"))
+        sent_at = time.monotonic()
+        bc = alice.call("sendBroadcast", a, alice.b64("News from Alice"), alice.b64("Broadcast by bmnode demo."))
+        wait_for("broadcast PoW", lambda: alice.status(bc) == "broadcastsent")
+        say(f"  alice's broadcast: broadcastsent ({time.monotonic() - sent_at:.2f} s)")
+        news = wait_for("broadcast -> carol", lambda: [m for m in carol.inbox() if m["fromAddress"] == a])
+        say(f"  carol's inbox: {news[0]['subject']!r} to {news[0]['toAddress']}, "
+            f"{time.monotonic() - sent_at:.2f} s after sending")
+        ok = True
+    except (BmnodeError, RuntimeError) as e:
+        say(f"demo failed: {e}")
+        for n in nodes:
+            try:
+                tail = n.log_path.read_text(errors="replace").splitlines()[-15:]
+            except OSError:
+                tail = []
+            print(f"--- last lines of {n.name}'s log ({n.log_path}):", *tail, sep="\n", file=sys.stderr)
+    finally:
+        for n in nodes:
+            n.stop()
+        say("all nodes stopped" + (f"; their files are in {base}" if args.keep else ""))
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    if ok:
+        say("demo OK")
+        return 0
+    return 1
 
 
 # ------------------------------------------------------------------------------------ main
@@ -330,12 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--extra", type=int, default=1000, help="network minimum payload length extra bytes")
     d.set_defaults(func=_decode)
 
-    a = sub.add_parser("address", help="decode or create addresses")
+    a = sub.add_parser("address", help="decode addresses, generate keys offline, create/list a running node's")
     asub = a.add_subparsers(dest="acmd", required=True)
     ad = asub.add_parser("decode", help="decode a BM- address")
     ad.add_argument("address")
     ad.set_defaults(func=_address_decode)
-    an = asub.add_parser("new", help="create random or deterministic (passphrase) addresses")
+    an = asub.add_parser("new", help="offline: generate random or deterministic (passphrase) keys, printed, not stored")
     an.add_argument("--passphrase", default=None)
     an.add_argument("--version", type=int, default=4)
     an.add_argument("--stream", type=int, default=1)
@@ -387,10 +615,61 @@ def build_parser() -> argparse.ArgumentParser:
     wv.add_argument("--log-level", default="INFO")
     wv.set_defaults(func=_pow_serve)
 
+    an.epilog = "Offline: keys are printed, nothing is stored. `bmnode address create` makes one in a running node."
+    ac = asub.add_parser("create", help="create an address in the running node (through its API)")
+    _add_client_arguments(ac)
+    ac.add_argument("--label", default="", help="label of a random address")
+    ac.add_argument("--passphrase", default=None, help="deterministic addresses of this passphrase")
+    ac.add_argument("--count", type=int, default=1, help="with --passphrase: how many (default 1)")
+    ac.add_argument("--chan", metavar="NAME", default=None, help="create (and join) the chan NAME")
+    ac.set_defaults(func=_address_create)
+    al = asub.add_parser("list", help="the running node's own addresses (through its API)")
+    _add_client_arguments(al)
+    al.add_argument("--decode-labels", action="store_true", help="labels as text (the API sends them base64)")
+    al.set_defaults(func=_address_list)
+
+    se = sub.add_parser("send", help="send a message or a broadcast from the running node (through its API)")
+    _add_client_arguments(se)
+    se.add_argument("--from", dest="sender", required=True, metavar="ADDRESS", help="one of the node's addresses")
+    se.add_argument("--to", default=None, metavar="ADDRESS")
+    se.add_argument("--broadcast", action="store_true", help="a broadcast to the sender's subscribers")
+    se.add_argument("--subject", default="")
+    se.add_argument("--body", default=None, help="message text")
+    se.add_argument("--body-file", default=None, metavar="FILE", help="message text from FILE (- for stdin)")
+    se.add_argument("--encoding", type=int, default=2, help="message encoding 1, 2 (default) or 3")
+    se.add_argument("--ttl", type=int, default=4 * 24 * 3600, help="time to live in seconds (default 4 days)")
+    se.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                    help="wait up to SECONDS for ackreceived (broadcastsent), printing each status on stderr")
+    se.set_defaults(func=_send)
+
+    ib = sub.add_parser("inbox", help="the running node's inbox (through its API)")
+    _add_client_arguments(ib)
+    ib.add_argument("--unread", action="store_true", help="only unread messages")
+    ib.set_defaults(func=_inbox)
+
+    st = sub.add_parser("status", help="the running node's status, or a sent message's (through its API)")
+    _add_client_arguments(st)
+    st.add_argument("ackdata", nargs="?", default=None, help="a sent message's ackdata (hex)")
+    st.set_defaults(func=_status)
+
+    dm = sub.add_parser("demo", help="three nodes on loopback exchange a message and a broadcast, with timings")
+    dm.add_argument("--network-pow", default="10:10", metavar="NTPB:EXTRA",
+                    help="the demo network's PoW difficulty (default 10:10; the real network: 1000:1000)")
+    dm.add_argument("--pow-backend", default="auto", help="auto, python, native or opencl[:DEVICE]")
+    dm.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per step (default 120)")
+    dm.add_argument("--keep", action="store_true", help="keep the nodes' data directories and logs")
+    dm.set_defaults(func=_demo)
+
     from bmnode.node.config import add_run_arguments
 
-    r = sub.add_parser("run", help="run the node (the networking process) until SIGTERM/SIGINT")
+    r = sub.add_parser(
+        "run", help="run the full node (net, PoW, mailbox, API processes) until SIGTERM/SIGINT",
+        description="Run the full node: the supervisor starts the net, PoW, mailbox and API processes, restarts "
+        "a crashed one and stops them all on SIGTERM/SIGINT or the API's shutdown command.",
+    )
     add_run_arguments(r)
+    r.add_argument("--relay-only", action="store_true",
+                   help="run only the networking process (a relay: no mailbox, no API)")
     r.set_defaults(func=_run)
     return p
 

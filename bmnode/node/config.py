@@ -14,7 +14,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 CONFIG_FILE = "bmnode.toml"
+#: The reference client's API port.
+DEFAULT_API_PORT = 8442
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Upper bound on --max-inbound: a sanity limit, far above what one process serves.
 MAX_INBOUND_LIMIT = 100_000
@@ -202,6 +204,49 @@ def _user_agent(value: Any, where: str) -> str:
     return value
 
 
+def _api_user(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or ":" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise _bad(where, f"expected a non-empty user name without ':' or control characters, got {value!r}")
+    return value
+
+
+def _api_password(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise _bad(where, "expected a non-empty password without control characters")
+    return value
+
+
+API_VARIANTS = ("legacy", "xml")
+_BACKEND = re.compile(r"^(?:auto|python|native|opencl(?::\d{1,3}(?::\d{1,3})?)?)$")
+
+
+def _api_variant(value: Any, where: str) -> str:
+    if isinstance(value, str) and value.strip().lower() in API_VARIANTS:
+        return value.strip().lower()
+    raise _bad(where, f"expected one of {', '.join(API_VARIANTS)}, got {value!r}")
+
+
+def _pow_backend(value: Any, where: str) -> str:
+    if isinstance(value, str) and _BACKEND.match(value.strip().lower()):
+        return value.strip().lower()
+    raise _bad(where, f"expected auto, python, native or opencl[:DEVICE], got {value!r}")
+
+
+def _optional(check: Checker) -> Checker:
+    def wrapped(value: Any, where: str) -> Any:
+        return None if value is None else check(value, where)
+
+    return wrapped
+
+
+#: Upper bound on --decrypt-workers and --pow-threads (sanity limits).
+MAX_DECRYPT_WORKERS = 256
+MAX_POW_THREADS = 1024
+
 _CHECKERS: dict[str, Checker] = {
     "data_dir": _path,
     "listen": _listen,
@@ -216,6 +261,13 @@ _CHECKERS: dict[str, Checker] = {
     "user_agent": _user_agent,
     "dandelion": _bool,
     "allow_private_peers": _bool,
+    "api": _listen,
+    "api_user": _api_user,
+    "api_password": _api_password,
+    "api_variant": _api_variant,
+    "pow_backend": _pow_backend,
+    "pow_threads": _optional(_int_range(1, MAX_POW_THREADS)),
+    "decrypt_workers": _optional(_int_range(0, MAX_DECRYPT_WORKERS)),
 }
 
 
@@ -258,6 +310,19 @@ class NodeConfig:
     dandelion: bool = True
     #: Learn and dial private/loopback addresses (test networks on 127.0.0.1).
     allow_private_peers: bool = False
+    #: The XML-RPC API's address (port 0: any free port, written to ``api.json``).
+    api: HostPort = HostPort("127.0.0.1", DEFAULT_API_PORT)
+    #: HTTP Basic credentials of the API; no password: generated once, kept in ``api.toml``.
+    api_user: str | None = None
+    api_password: str | None = field(default=None, repr=False)
+    #: ``legacy`` (the reference's JSON-string results) or ``xml`` (native XML-RPC values).
+    api_variant: str = "legacy"
+    #: PoW backend of the node's local PoW worker (auto, python, native, opencl[:DEVICE]).
+    pow_backend: str = "auto"
+    #: Threads of the native PoW backend (None: one per core).
+    pow_threads: int | None = None
+    #: Trial-decryption worker processes (0: in the mailbox process; None: one per spare core).
+    decrypt_workers: int | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -299,6 +364,8 @@ class NodeConfig:
                 v = f"{v[0]}:{v[1]}"
             elif isinstance(v, tuple):
                 v = list(v)
+            elif f.name == "api_password" and v is not None:
+                v = "(set)"  # never printed
             out[f.name] = v
         return out
 
@@ -316,6 +383,13 @@ FLAGS: dict[str, str] = {
     "log_level": "--log-level",
     "dandelion": "--no-dandelion",
     "allow_private_peers": "--allow-private-peers",
+    "api": "--api",
+    "api_user": "--api-user",
+    "api_password": "--api-password",
+    "api_variant": "--api-variant",
+    "pow_backend": "--pow-backend",
+    "pow_threads": "--pow-threads",
+    "decrypt_workers": "--decrypt-workers",
 }
 
 #: File keys besides the option names: alias -> (option, negated).
@@ -420,6 +494,27 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-private-peers", dest="allow_private_peers", action="store_const", const=True, default=None,
         help="learn and dial private/loopback addresses (test networks)",
+    )
+    parser.add_argument(
+        "--api", metavar="HOST:PORT", default=None,
+        help=f"XML-RPC API address (default 127.0.0.1:{DEFAULT_API_PORT}; port 0: any free port, see api.json)",
+    )
+    parser.add_argument("--api-user", metavar="USER", default=None, help="API user name (default bmnode)")
+    parser.add_argument(
+        "--api-password", metavar="PASSWORD", default=None,
+        help="API password (default: generated on first start and stored in api.toml in the data directory)",
+    )
+    parser.add_argument(
+        "--api-variant", metavar="VARIANT", default=None,
+        help="legacy (JSON-string results, what existing tools expect; default) or xml (native values)",
+    )
+    parser.add_argument(
+        "--pow-backend", metavar="NAME", default=None, help="auto (default), python, native or opencl[:DEVICE]"
+    )
+    parser.add_argument("--pow-threads", metavar="N", default=None, help="threads of the native PoW backend")
+    parser.add_argument(
+        "--decrypt-workers", metavar="N", default=None,
+        help="trial-decryption worker processes (default: one per spare core, 1-8; 0: none)",
     )
 
 

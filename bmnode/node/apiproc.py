@@ -1,0 +1,385 @@
+"""The API process: the reference-compatible XML-RPC server, talking to the mailbox over the bus.
+
+The server (:func:`bmnode.api.xmlrpc.start_api_server`) runs over a
+:class:`~bmnode.api.backend.MailboxBackend` whose "mailbox" is :class:`MailboxProxy`: every
+call becomes an ``rpc`` request to the mailbox process (``E.mailbox``) and its ``rpc.reply``
+the result, or a :class:`~bmnode.api.backend.BackendError` with the reference's error number.
+Connections and the download backlog come from the net process (``get_stats`` on ``E.net``).
+The bound address is written to ``api.json`` in the data directory (so ``--api HOST:0``
+works and the CLI finds the node); the credentials are in ``api.toml`` unless configured.
+The ``shutdown`` command ends this process with
+:data:`~bmnode.node.supervisor.EXIT_STOP_NODE`, which stops the whole node.
+
+:class:`NodeApi` is the matching client (the ``bmnode`` CLI commands, the demo, benchmarks).
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import xmlrpc.client
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from bmnode.api.backend import BackendError, Connection, MailboxBackend
+from bmnode.errors import BmnodeError
+from bmnode.node import bus
+
+log = logging.getLogger("bmnode.apiproc")
+
+__all__ = ["API_FILE", "MailboxProxy", "NetView", "NodeApi", "NodeApiError", "RpcClient", "api_main", "read_api_file"]
+
+#: Where the API process writes its bound address: {"host", "port", "pid", "variant"}.
+API_FILE = "api.json"
+#: Seconds an API call waits for the mailbox process (address generation can be slow).
+RPC_TIMEOUT = 120.0
+
+
+class RpcClient:
+    """Calls of mailbox methods over the bus (``rpc`` -> ``rpc.reply``), one at a time
+    (thread-safe). A reply that comes after its call gave up is dropped."""
+
+    def __init__(self, endpoint: str, *, timeout: float = RPC_TIMEOUT, context: zmq.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._ctx = context or zmq.Context.instance()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._sock = self._new_socket()
+
+    def _new_socket(self) -> zmq.Socket:
+        s = self._ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(self.endpoint)
+        return s
+
+    def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """The result of ``mailbox.<method>(*args, **kwargs)`` in the mailbox process."""
+        wait = self.timeout if timeout is None else timeout
+        with self._lock:
+            rid = next(self._ids)
+            try:
+                frames = bus.encode(bus.RpcRequest(id=rid, method=method, args=list(args), kwargs=kwargs))
+            except bus.BusError as exc:
+                raise BackendError(21, f"Unexpected API Failure - cannot send the arguments: {exc}") from None
+            self._sock.send_multipart(frames)
+            deadline = time.monotonic() + wait
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._sock.poll(int(left * 1000)):
+                    # Start afresh so that the late answer cannot be taken for the next call's.
+                    self._sock.close(0)
+                    self._sock = self._new_socket()
+                    raise BackendError(21, f"Unexpected API Failure - the mailbox process did not answer in {wait:.0f} s")
+                try:
+                    msg = bus.decode(self._sock.recv_multipart())
+                except bus.BusError as exc:
+                    # Calls are one at a time and a timed-out call's socket is replaced, so
+                    # whatever arrives now is this call's answer.
+                    log.warning("bad answer from the mailbox process to %s: %s", method, exc)
+                    raise BackendError(21, f"Unexpected API Failure - bad answer from the mailbox: {exc}") from None
+                if isinstance(msg, bus.ErrorReply):
+                    raise BackendError(21, f"Unexpected API Failure - {msg.message}")
+                if isinstance(msg, bus.RpcReply) and msg.id == rid:
+                    if msg.ok:
+                        return msg.result
+                    raise BackendError(msg.error_code or 21, msg.error)
+
+    def close(self) -> None:
+        with self._lock:
+            self._sock.close(0)
+
+
+class MailboxProxy:
+    """Stands in for :class:`~bmnode.mailbox.Mailbox` in the API process: ``proxy.send_message(...)``
+    runs ``send_message`` in the mailbox process."""
+
+    def __init__(self, client: RpcClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._client.call(name, *args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+
+class NetView:
+    """Connections and counters of the net process (``get_stats``), cached for ``max_age`` s;
+    empty when the net process does not answer within ``timeout``."""
+
+    def __init__(self, endpoint: str, *, timeout: float = 2.0, max_age: float = 1.0,
+                 context: zmq.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.max_age = max_age
+        self._ctx = context or zmq.Context.instance()
+        self._lock = threading.Lock()
+        self._sock: zmq.Socket | None = None
+        self._stats: bus.NetStats | None = None
+        self._at = 0.0
+
+    def stats(self) -> bus.NetStats | None:
+        with self._lock:
+            if self._stats is not None and time.monotonic() - self._at < self.max_age:
+                return self._stats
+            if self._sock is None:
+                self._sock = self._ctx.socket(zmq.DEALER)
+                self._sock.setsockopt(zmq.LINGER, 0)
+                self._sock.setsockopt(zmq.MAXMSGSIZE, bus.MAX_BUS_MESSAGE * 64)
+                self._sock.connect(self.endpoint)
+            try:
+                self._sock.send_multipart(bus.encode(bus.StatsRequest()), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                return None
+            deadline = time.monotonic() + self.timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._sock.poll(int(left * 1000)):
+                    self._sock.close(0)
+                    self._sock = None
+                    return None
+                try:
+                    msg = bus.decode(self._sock.recv_multipart())
+                except bus.BusError:
+                    continue
+                if isinstance(msg, bus.NetStats):
+                    self._stats, self._at = msg, time.monotonic()
+                    return msg
+
+    def connections(self) -> list[Connection]:
+        st = self.stats()
+        if st is None:
+            return []
+        out = []
+        for c in st.connections:
+            try:
+                out.append(Connection(str(c["host"]), int(c["port"]), bool(c["inbound"]),
+                                      bool(c.get("established", False)), str(c.get("user_agent", ""))))
+            except (KeyError, TypeError, ValueError):
+                continue
+        return out
+
+    def pending_download(self) -> int:
+        st = self.stats()
+        return int(st.counters.get("wanted", 0)) if st is not None else 0
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close(0)
+                self._sock = None
+
+
+def write_api_file(data_dir: str | Path, host: str, port: int, variant: str) -> Path:
+    """Record the bound API address (atomically) for clients: ``<data_dir>/api.json``."""
+    path = Path(data_dir) / API_FILE
+    tmp = path.with_name(API_FILE + ".tmp")
+    tmp.write_text(json.dumps({"host": host, "port": port, "pid": os.getpid(), "variant": variant}))
+    os.replace(tmp, path)
+    return path
+
+
+def read_api_file(data_dir: str | Path) -> dict[str, Any] | None:
+    """What :func:`write_api_file` wrote, or None when absent or unreadable."""
+    try:
+        doc = json.loads((Path(data_dir) / API_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("port"), int) or not isinstance(doc.get("host"), str):
+        return None
+    return doc
+
+
+def api_main(config: Any, *, bus_dir: str | None = None) -> int:
+    """Entry point of the API process (a :class:`~bmnode.node.config.NodeConfig`): serve
+    until SIGTERM/SIGINT (exit 0) or the ``shutdown`` command (exit EXIT_STOP_NODE)."""
+    from bmnode import __version__
+    from bmnode.api.xmlrpc import start_api_server
+    from bmnode.node.fullnode import setup_process_logging
+    from bmnode.node.supervisor import EXIT_STOP_NODE
+
+    setup_process_logging(config.log_level, "api")
+    stop = threading.Event()
+    shutdown_requested = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    endpoints = bus.Endpoints(bus_dir or config.data_dir)
+    ctx = zmq.Context()
+    client = RpcClient(endpoints.mailbox, context=ctx)
+    net = NetView(endpoints.net, context=ctx)
+
+    def shutdown() -> None:
+        log.info("API: shutdown requested")
+        shutdown_requested.set()
+        stop.set()
+
+    backend = MailboxBackend(
+        MailboxProxy(client), connections=net.connections, pending_download=net.pending_download,
+        shutdown=shutdown, software_version=__version__,
+    )
+    server = start_api_server(
+        backend, config.data_dir, config.api.host, config.api.port, username=config.api_user,
+        password=config.api_password, variant=config.api_variant,
+    )
+    host, port = server.address
+    api_file = write_api_file(config.data_dir, host, port, config.api_variant)
+    log.info("API process up: http://%s:%d/ (address in %s)", host, port, api_file)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        try:
+            doc = read_api_file(config.data_dir)
+            if doc is not None and doc.get("pid") == os.getpid():
+                api_file.unlink()
+        except OSError:
+            pass
+        client.close()
+        net.close()
+        ctx.term()
+    log.info("API process stopped")
+    return EXIT_STOP_NODE if shutdown_requested.is_set() else 0
+
+
+# ------------------------------------------------------------------------------ the client
+
+
+class NodeApiError(BmnodeError):
+    """An API call failed: ``code`` is the reference's error number (0 when the call did not
+    reach the node: connection refused, bad credentials)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"API error {code}: {message}" if code else message)
+
+
+class NodeApi:
+    """A client of a node's XML-RPC API that undoes the ``legacy`` variant's JSON strings and
+    ``API Error`` strings (also works with the ``xml`` variant)."""
+
+    def __init__(self, host: str, port: int, username: str, password: str, *, timeout: float = 60.0) -> None:
+        self.host, self.port = host, port
+        self.url = f"http://{host}:{port}/"
+        self._auth = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        self.timeout = timeout
+
+    @classmethod
+    def from_data_dir(cls, data_dir: str | Path, *, host: str | None = None, port: int | None = None,
+                      username: str | None = None, password: str | None = None, timeout: float = 60.0) -> NodeApi:
+        """The API of the node running on ``data_dir`` (``api.json`` + ``api.toml``); explicit
+        values win. NodeApiError when something needed is missing."""
+        from bmnode.api.auth import DEFAULT_USERNAME, read_credentials
+
+        if host is None or port is None:
+            doc = read_api_file(data_dir)
+            if doc is None:
+                raise NodeApiError(0, f"no running node found in {data_dir} (no {API_FILE}); give --api HOST:PORT")
+            host = doc["host"] if host is None else host
+            port = doc["port"] if port is None else port
+        if password is None:
+            creds = read_credentials(data_dir)
+            if creds is None:
+                raise NodeApiError(0, f"no API credentials in {data_dir}; give --api-password")
+            username = username or creds.username
+            password = creds.password
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return cls(str(host), int(port), username or DEFAULT_USERNAME, password, timeout=timeout)
+
+    def _proxy(self) -> xmlrpc.client.ServerProxy:
+        api = self
+
+        class _Transport(xmlrpc.client.Transport):
+            def send_headers(self, connection: Any, headers: list[tuple[str, str]]) -> None:
+                super().send_headers(connection, [*headers, ("Authorization", api._auth)])
+
+            def make_connection(self, host: Any) -> Any:
+                conn = super().make_connection(host)
+                conn.timeout = api.timeout
+                return conn
+
+        return xmlrpc.client.ServerProxy(self.url, transport=_Transport(), allow_none=False)
+
+    def raw(self, method: str, *params: Any) -> Any:
+        """The result as the server sent it."""
+        try:
+            return getattr(self._proxy(), method)(*params)
+        except xmlrpc.client.Fault as f:
+            raise NodeApiError(int(f.faultCode), str(f.faultString)) from None
+        except xmlrpc.client.ProtocolError as e:
+            raise NodeApiError(0, f"{self.url}: HTTP {e.errcode} {e.errmsg}") from None
+        except OSError as e:
+            raise NodeApiError(0, f"cannot reach the node's API at {self.url}: {e}") from None
+
+    def call(self, method: str, *params: Any) -> Any:
+        """The result with legacy JSON strings decoded; NodeApiError for ``API Error`` answers."""
+        result = self.raw(method, *params)
+        if isinstance(result, str):
+            if result.startswith("API Error "):
+                head, _, text = result.partition(": ")
+                try:
+                    code = int(head.split()[-1])
+                except ValueError:
+                    code = 21
+                raise NodeApiError(code, text)
+            stripped = result.lstrip()
+            if stripped.startswith(("{", "[")):
+                try:
+                    return json.loads(result)
+                except ValueError:
+                    return result
+        return result
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until the API answers (and the mailbox behind it); NodeApiError on timeout."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                self.call("listAddresses")
+                return
+            except NodeApiError as e:
+                last = e
+                time.sleep(0.2)
+        raise NodeApiError(0, f"the node's API did not become ready in {timeout:.0f} s: {last}")
+
+    # ---- conveniences used by the CLI, the demo and the benchmarks
+
+    @staticmethod
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+    @staticmethod
+    def unb64(text: str) -> str:
+        try:
+            return base64.b64decode(text).decode("utf-8", "replace")
+        except ValueError:
+            return text
+
+    def addresses(self) -> list[dict[str, Any]]:
+        return list(self.call("listAddresses").get("addresses", []))
+
+    def inbox(self) -> list[dict[str, Any]]:
+        msgs = self.call("getAllInboxMessages").get("inboxMessages", [])
+        for m in msgs:
+            m["subject"] = self.unb64(m.get("subject", ""))
+            m["message"] = self.unb64(m.get("message", ""))
+        return msgs
+
+    def status(self, ackdata: str) -> str:
+        return str(self.call("getStatus", ackdata))

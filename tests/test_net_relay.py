@@ -699,3 +699,28 @@ def test_configured_peer_is_redialled_after_it_restarts(tmp_path: Path):
             await stop_all([a] + ([b2] if b2 else []))
 
     run(main())
+
+
+def test_dandelion_stem_without_a_next_hop_fluffs_at_once(tmp_path: Path):
+    """Two Dandelion nodes, A dials B. B has no outbound stem: its own objects are announced at
+    once, and A's stem object (dinv to B) is fluffed by B on arrival, not at the deadline."""
+
+    async def main():
+        slow = dict(dandelion=100, dandelion_fluff_base=120.0, dandelion_fluff_mean=0.01)
+        b = await start_node(tmp_path / "b", **slow)
+        a = await start_node(tmp_path / "a", peers=[b], **slow)
+        try:
+            assert await wait_for(lambda: len(a.dandelion.stems) == 1 and b.stats()["established"] == 1, 10)
+            res_b = b.inject(make_object())
+            assert not res_b.stem
+            assert await wait_for(lambda: a.has_object(res_b.hash), 10)
+            res_a = a.inject(make_object())
+            assert res_a.stem  # A's stem is B
+            assert await wait_for(lambda: b.has_object(res_a.hash), 10)
+            assert await wait_for(lambda: res_a.hash not in b.dandelion, 5)
+            assert b.counters["fluffed"] >= 1
+        finally:
+            await a.stop()
+            await b.stop()
+
+    run(main())

@@ -320,12 +320,13 @@ class RelayNode:
         self.counters["objects_injected"] += 1
         self.downloads.forget(h)
         self._schedule_flush()
-        stem = False
-        if self.dandelion.enabled and self._running:
-            child = self.dandelion.add(h, LOCAL, verdict.header.stream, time.monotonic())
-            stem = True
-            if child is not None:
-                self._stem_out.setdefault(child, []).append(h)
+        # Stem phase only when there is a stem to hand it to: a node without outbound peers
+        # announces its own objects at once instead of holding them until the fluff deadline.
+        child = self.dandelion.child_for(LOCAL) if self.dandelion.enabled and self._running else None
+        stem = child is not None
+        if stem:
+            self.dandelion.add(h, LOCAL, verdict.header.stream, time.monotonic())
+            self._stem_out.setdefault(child, []).append(h)
         else:
             self._queue_announce(h, verdict.header.stream, verdict.header.expires_time, ())
         if self.on_object is not None:
@@ -636,10 +637,16 @@ class RelayNode:
         self.counters["objects_accepted"] += 1
         self._schedule_flush()
         stream = verdict.header.stream
+        child = self.dandelion.child(h) if stem else None
+        if stem and child is None and not self.dandelion.stems:
+            # The stem ends here (no outbound stem to pass it to): fluff now rather than
+            # holding the object until its deadline, 10-40+ s later.
+            self.dandelion.remove(h)
+            self.counters["fluffed"] += 1
+            stem = False
         if stem:
             # A stem object we asked for after a dinv: only its child hears of it (rule 2).
             self.dandelion.set_stream(h, stream, time.monotonic())
-            child = self.dandelion.child(h)
             if child is not None and not child.closed:
                 self._stem_out.setdefault(child, []).append(h)
         else:

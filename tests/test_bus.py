@@ -197,3 +197,15 @@ def test_check_endpoint_ok(ep):
 def test_check_endpoint_bad(ep):
     with pytest.raises(bus.BusError):
         bus.check_endpoint(ep)
+
+
+def test_size_limits_are_per_message_type():
+    """Objects and control messages stay under 1 MiB; a mailbox reply (an inbox listing) may be larger."""
+    big = "x" * (2 << 20)
+    reply = bus.RpcReply(id=1, ok=True, result=big)
+    assert bus.decode(bus.encode(reply)).result == big
+    topic, body = bus.encode(bus.RpcRequest(id=1, method="m", args=[]))
+
+    huge = msgpack.packb({"v": bus.BUS_VERSION, "id": 1, "method": "m", "args": [big]}, use_bin_type=True)
+    with pytest.raises(bus.BusError, match="too large"):
+        bus.decode([topic, huge])

@@ -62,6 +62,8 @@ __all__ = [
 BUS_VERSION = 1
 #: Largest bus message a node socket accepts (an object is at most 2^18 bytes).
 MAX_BUS_MESSAGE = 1 << 20
+#: Largest mailbox reply to the API process (inbox listings carry whole messages).
+MAX_RPC_REPLY = 1 << 28
 #: Largest message the PoW broker's sockets accept (jobs and results are tiny).
 MAX_POW_MESSAGE = 1 << 12
 #: Default TCP ports of the PoW broker's remote side (clients, workers).
@@ -105,6 +107,8 @@ class BusMessage:
     """Base of every bus message; subclasses are frozen dataclasses registered by topic."""
 
     topic: ClassVar[str] = ""
+    #: largest encoded body accepted by :func:`decode` for this message type
+    max_size: ClassVar[int] = MAX_BUS_MESSAGE
 
     def to_frames(self) -> list[bytes]:
         """``[topic, msgpack body]``."""
@@ -221,7 +225,7 @@ def decode(frames: Sequence[bytes | Any]) -> BusMessage:
     cls = _REGISTRY.get(topic_b.decode("ascii"))
     if cls is None:
         raise BusError(f"unknown bus topic {topic_b.decode('ascii')!r}")
-    if len(body_b) > MAX_BUS_MESSAGE:
+    if len(body_b) > cls.max_size:
         raise BusError(f"bus message {cls.topic!r} too large: {len(body_b)} bytes")
     try:
         body = msgpack.unpackb(body_b, raw=False, strict_map_key=True, use_list=True)
@@ -334,6 +338,8 @@ class RpcRequest(BusMessage):
 class RpcReply(BusMessage):
     """The result of an :class:`RpcRequest`, or its error (``error_code`` non-zero: the
     API's error number, ``error`` its text)."""
+
+    max_size: ClassVar[int] = MAX_RPC_REPLY
 
     id: int = fld()
     ok: bool = fld()

@@ -92,7 +92,7 @@ class ConnectionSettings:
     idle_timeout: float = IDLE_TIMEOUT
     #: Above this many buffered output bytes the connection counts as "not writable":
     #: getdata serving and announcements wait.
-    write_high_water: int = 1 << 21
+    write_high_water: int = 1 << 18
     #: A peer whose output buffer passes this is dropped at once.
     write_hard_limit: int = 1 << 24
     #: A peer that stays "not writable" this long is dropped.

@@ -742,7 +742,7 @@ class RelayNode:
         # stays pending (32-byte hashes shared with other peers) until it drains, so a burst
         # cannot make the node buffer whole inv messages for every slow peer.
         out = st.pending_inv
-        size = self.settings.inv_chunk
+        size = min(self.settings.inv_chunk, self.settings.announce_chunk)
         sent = 0
         while sent < len(out) and conn.writable:
             chunk = out[sent : sent + size]

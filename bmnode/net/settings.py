@@ -107,7 +107,13 @@ class NetSettings:
     #: Announcements held for a peer that does not drain; beyond this it is dropped.
     max_pending_inv: int = 200_000
     max_stem_objects: int = 50_000
-    write_high_water: int = 1 << 21
+    #: Per-peer output buffer above which we stop writing announcements and serving objects
+    #: until it drains to a quarter of it. 256 KiB (the reference skips peers above 2 MiB):
+    #: with 50 peers a burst then costs ~13 MiB of buffers, not 100+ MiB.
+    write_high_water: int = 1 << 18
+    #: Hashes per new-object inv (small, so one message cannot overshoot the high-water mark
+    #: by much; the big inv after the handshake uses ``inv_chunk``).
+    announce_chunk: int = 2000
     write_hard_limit: int = 1 << 24
     drain_timeout: float = 120.0
 

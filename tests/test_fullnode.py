@@ -187,7 +187,10 @@ def statuses_until(api: NodeApi, ackdata: str, final: str, timeout: float = WAIT
             seen.append(st)
         return st == final
 
-    wait_until(f"status {final} (seen {seen})", check, timeout)
+    try:
+        wait_until(f"status {final}", check, timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; statuses seen: {seen}") from None
     return seen
 
 

@@ -295,9 +295,6 @@ def test_node_offline_at_send_time_gets_the_message_when_it_comes_up(pair, addre
     statuses_until(pair.a, ack, "ackreceived")
 
 
-# Seen once in ~6 full-suite runs: the slow message never showed `doingmsgpow` within 60 s
-# (cause not found yet; the wait is now longer and the statuses seen are reported). One rerun.
-@pytest.mark.flaky(reruns=1)
 def test_kill9_mid_send_then_restart_delivers_exactly_once(pair, addresses):
     """kill -9 of alice's whole node while it does the PoW of a message (bob's second address
     demands 20000x the network minimum, about 90 M trials: a few seconds of work; 1000x with
@@ -307,14 +304,16 @@ def test_kill9_mid_send_then_restart_delivers_exactly_once(pair, addresses):
     alice = addresses["alice"]
     hard = pair.b.call("createRandomAddress", NodeApi.b64("hard to reach"), False, _hard_multiplier(), 1)
     slow = pair.a.call("sendMessage", hard, alice, NodeApi.b64("crash test slow"), NodeApi.b64("x"))
-    statuses_until(pair.a, slow, "doingmsgpow", timeout=2 * WAIT)
-    time.sleep(0.2)  # the msg's own PoW (after the ack's, which is quick) is running now
+    # A PoW search ends at a random moment (exponential with a mean of a few seconds), so
+    # now and then it is over before a 0.1 s poll sees `doingmsgpow`: wait for "at or past".
+    wait_until("slow message at or past its PoW", lambda: pair.a.status(slow) in PAST_POW, 2 * WAIT)
+    time.sleep(0.2)  # usually the msg's own PoW (after the ack's, which is quick) is running now
     fast = [pair.a.call("sendMessage", addresses["bob"], alice, NodeApi.b64(f"crash test {i}"), NodeApi.b64("x"))
             for i in range(2)]
     before = [pair.a.status(a) for a in [slow, *fast]]
     pair.alice.kill9()  # supervisor and every child at once
     assert not pair.alice.running()
-    assert before[0] == "doingmsgpow", before
+    assert before[0] in PAST_POW, before  # mid-PoW nearly always; the restart is checked either way
     pair.alice.start()
     pair.a = pair.alice.wait_ready(WAIT)
     for ack in [slow, *fast]:
@@ -325,6 +324,9 @@ def test_kill9_mid_send_then_restart_delivers_exactly_once(pair, addresses):
     time.sleep(1.0)  # a duplicate would have come with the others
     for s in subjects:
         assert len(inbox_from(pair.b, alice, s)) == 1, f"{s} delivered more than once"
+
+
+PAST_POW = ("doingmsgpow", "msgsent", "ackreceived")
 
 
 def _hard_multiplier() -> int:

@@ -546,8 +546,9 @@ def test_scheduled_cleanup_removes_long_expired_objects(tmp_path: Path):
 def test_bmnode_run_shuts_down_cleanly_on_sigterm(tmp_path: Path):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bmnode.cli", "run", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0",
-         "--no-bootstrap", "--network-pow", "1:1", "--log-level", "INFO"],
+        # --relay-only: this is the net process's own shutdown; the full node's is in test_fullnode.py
+        [sys.executable, "-m", "bmnode.cli", "run", "--relay-only", "--data-dir", str(tmp_path),
+         "--listen", "127.0.0.1:0", "--no-bootstrap", "--network-pow", "1:1", "--log-level", "INFO"],
         stderr=subprocess.PIPE, text=True, env=env,
     )
     try:

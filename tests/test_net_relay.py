@@ -401,7 +401,7 @@ def test_dandelion_stem_goes_to_one_child_then_fluffs(tmp_path: Path):
         servers, q, ports = await _stem_servers(2)
         node = await start_node(
             tmp_path, peers=[(LOOPBACK, p) for p in ports], dandelion=100,
-            dandelion_fluff_base=4.0, dandelion_fluff_mean=0.01,
+            dandelion_fluff_base=8.0, dandelion_fluff_mean=0.01,
         )
         try:
             services = NODE_NETWORK | NODE_DANDELION
@@ -416,7 +416,14 @@ def test_dandelion_stem_goes_to_one_child_then_fluffs(tmp_path: Path):
             res = node.inject(obj)
             assert res.stem
             h = res.hash
-            frames = [await collect(p, 0.6) for p in peers]
+            # Wait (bounded) until a stem child has the dinv, then a little more for any stray inv.
+            frames: list[list] = [[], []]
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not any(h in hashes_of(fs, "dinv") for fs in frames):
+                for i, p in enumerate(peers):
+                    frames[i] += await collect(p, 0.1)
+            for i, p in enumerate(peers):
+                frames[i] += await collect(p, 0.2)
             dinvs = [hashes_of(fs, "dinv") for fs in frames]
             invs = [hashes_of(fs, "inv") for fs in frames]
             # Exactly one stem child hears of it, with a dinv (stem probability 100 %).
@@ -435,7 +442,7 @@ def test_dandelion_stem_goes_to_one_child_then_fluffs(tmp_path: Path):
             await late.handshake(listen_port=8)
             assert h not in hashes_of(await collect(late, 0.3))
             # After the fluff deadline everyone gets a plain inv (the child excepted).
-            f, _ = await inbound.recv_until("inv", timeout=10)
+            f, _ = await inbound.recv_until("inv", timeout=20)
             assert h in Inv.decode(f.payload).hashes
             assert h not in node.dandelion
             assert node.counters["fluffed"] == 1

@@ -16,6 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bmnode.pow import _native  # noqa: E402
+from bmnode.pow.native import kernel_ceiling  # noqa: E402
 
 IH = hashlib.sha512(b"bmnode native kernel bench").digest()
 
@@ -53,6 +54,7 @@ def main() -> None:
     a = ap.parse_args()
     threads = sorted({int(t) for t in a.threads.split(",")})
     base = max(hashlib_rate(a.seconds) for _ in range(a.repeat))
+    ceiling = kernel_ceiling(a.seconds)
     print(f"cpus={os.cpu_count()} affinity={len(os.sched_getaffinity(0))} isas={_native.supported_isas()}")
     print(f"hashlib      1 thread : {base / 1e6:8.2f} M trials/s")
     for isa in a.isa.split(","):
@@ -61,8 +63,16 @@ def main() -> None:
             r = max(native_rate(isa, t, a.seconds) for _ in range(a.repeat))
             one = r if t == 1 else one
             extra = f"  x{r / one:.2f} vs 1 thread" if one and t != 1 else ""
+            share = ""
+            if ceiling and isa == ceiling["isa"]:
+                share = f"  {100 * r / t / ceiling['trials_per_second_per_core']:.0f}% of the ceiling"
             print(f"{isa:8s} {t:3d} thread{'s' if t > 1 else ' '}: {r / 1e6:8.2f} M trials/s"
-                  f"  ({r / t / base:5.1f}x hashlib per core){extra}")
+                  f"  ({r / t / base:5.1f}x hashlib per core){extra}{share}")
+    if ceiling:
+        print(f"ceiling  avx512 per core: {ceiling['trials_per_second_per_core'] / 1e6:8.2f} M trials/s"
+              f"  ({ceiling['ops_per_vector_trial']} 512-bit ops per {ceiling['lanes']} trials"
+              f" {ceiling['op_counts_per_vector_trial']}, {ceiling['vector_ops_per_second'] / 1e9:.2f} G ops/s"
+              f" measured in that mix; = {ceiling['trials_per_second_per_core'] / base:.1f}x hashlib)")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ cdef extern from "pow_core.h" nogil:
     uint64_t bm_job_trials(const bm_job *j)
     int bm_job_result(bm_job *j, bm_hit *hit)
     void bm_job_free(bm_job *j)
+    int BM_OPCLASS_COUNT
+    uint64_t bm_kernel_op_counts(uint64_t *out)
+    double bm_vector_mix_rate(int isa, double seconds)
 
 #: ISA names, best first, with their identifiers in pow_core.h
 ISA_IDS = {"avx512": BM_ISA_AVX512, "avx2": BM_ISA_AVX2, "scalar": BM_ISA_SCALAR}
@@ -71,6 +74,35 @@ def trial_values(str isa, bytes initial_hash, nonces):
         return [buf[n + i] for i in range(n)]
     finally:
         free(buf)
+
+
+#: operation classes of bm_kernel_op_counts, in its order
+OP_CLASSES = ("add", "rotate", "shift", "logic")
+
+
+def kernel_op_counts():
+    """``(counts, trial)``: vector operations of each class in one trial of one lane, counted by
+    running the kernel's source over counting operations (benchmarks use it to state the
+    ceiling), and the trial value that run computed (nonce 0, initial hash 01 00 .. 00), so a
+    test can check the counted code is the real kernel."""
+    cdef uint64_t out[8]
+    cdef uint64_t trial
+    assert BM_OPCLASS_COUNT == len(OP_CLASSES) <= 8
+    trial = bm_kernel_op_counts(out)
+    return {name: out[i] for i, name in enumerate(OP_CLASSES)}, trial
+
+
+def vector_mix_rate(str isa, double seconds):
+    """Vector operations per second one core sustains in the kernel's operation mix, measured for
+    about ``seconds`` on the calling thread; None where the ISA has no probe (only avx512) or is
+    not supported here."""
+    cdef double r
+    cdef int isa_id = ISA_IDS[isa]
+    if not seconds > 0:
+        raise ValueError("seconds must be > 0")
+    with nogil:
+        r = bm_vector_mix_rate(isa_id, seconds)
+    return None if r < 0 else r
 
 
 cdef class Job:

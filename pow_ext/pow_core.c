@@ -117,6 +117,15 @@ int bm_trial_values(int isa, const uint8_t initial_hash[64], const uint64_t *non
     return 0;
 }
 
+double bm_vector_mix_rate(int isa, double seconds) {
+#ifdef BM_SIMD_X86
+    if (isa == BM_ISA_AVX512 && isa_ok(isa)) return bm_mix_rate_avx512(seconds);
+#endif
+    (void)isa;
+    (void)seconds;
+    return -1.0;
+}
+
 /* ------------------------------------------------------------------ threaded search */
 
 typedef struct {

@@ -85,6 +85,17 @@ int bm_job_result(bm_job *j, bm_hit *hit);
 /* Cancels, joins and frees. NULL is allowed. */
 void bm_job_free(bm_job *j);
 
+/* ---- measuring the ceiling (benchmarks only) ---- */
+
+/* Classes of vector operation the kernel is made of. */
+enum { BM_OP_ADD, BM_OP_ROTATE, BM_OP_SHIFT, BM_OP_LOGIC, BM_OPCLASS_COUNT };
+/* Operations of each class in one trial of one lane (kernel_count.c); returns that trial's value. */
+uint64_t bm_kernel_op_counts(uint64_t out[BM_OPCLASS_COUNT]);
+/* 512-bit operations per second one core sustains in the kernel's mix, measured for about
+ * `seconds` (probe_avx512.c); -1 when the build or the CPU lacks AVX-512. */
+double bm_vector_mix_rate(int isa, double seconds);
+double bm_mix_rate_avx512(double seconds);
+
 #ifdef __cplusplus
 }
 #endif

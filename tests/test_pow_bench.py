@@ -63,6 +63,24 @@ class FakeBackend(PowBackend):
         return self.info
 
 
+FAKE_CEILING = {"isa": "avx512", "ops_per_vector_trial": 4000, "lanes": 8,
+                "vector_ops_per_second": 4e9, "trials_per_second_per_core": 8e6,
+                "op_counts_per_vector_trial": {"add": 4000}}
+
+
+@pytest.fixture(autouse=True)
+def fake_ceiling(monkeypatch):
+    """The native ceiling probe measures this CPU; with fake backends it is faked too."""
+    calls = []
+
+    def probe(seconds):
+        calls.append(seconds)
+        return dict(FAKE_CEILING)
+
+    monkeypatch.setattr("bmnode.pow.native.kernel_ceiling", probe)
+    return calls
+
+
 def make_factory(clock: FakeClock, specs: dict[str, dict]):
     made: list[tuple[str, dict]] = []
 
@@ -150,6 +168,11 @@ def test_run_bench_rows_ratios_and_units():
     assert rows["opencl:0"]["vs_python"] == pytest.approx(3000.0)
     assert rows["opencl:0"]["units"] == 132 and rows["opencl:0"]["unit"] == "CU"
     assert rows["opencl:0"]["detail"] == "H100 (GPU)"
+    # each native row's share of the (faked) per-core ceiling: 4e6 per core / 8e6
+    assert r["native_ceiling"]["trials_per_second_per_core"] == 8e6
+    assert rows["native x1"]["of_ceiling"] == pytest.approx(0.5)
+    assert rows["native x2"]["of_ceiling"] == pytest.approx(0.5)
+    assert "of_ceiling" not in rows["opencl:0"] and "of_ceiling" not in rows["python"]
     assert [m[0] for m in made] == ["python", "native", "native", "opencl:0"]
     assert FakeBackend.closed == 4
     assert json.loads(json.dumps(r)) == r
@@ -235,6 +258,26 @@ def test_format_table():
     assert "baseline: pure-Python hashlib 1.00 M trials/s" in lines
     empty = dict(sample_result(), results=[], skipped=[])
     assert "(no backend could be measured)" in bench.format_table(empty)
+    assert not any(l.startswith("native ceiling") for l in lines)
+
+
+def test_format_table_native_ceiling_line():
+    res = sample_result()
+    res["results"][1]["of_ceiling"] = 10.0e6 / 12.5e6
+    res["native_ceiling"] = dict(FAKE_CEILING, trials_per_second_per_core=12.5e6, ops_per_vector_trial=3893)
+    line = next(l for l in bench.format_table(res).splitlines() if l.startswith("native ceiling"))
+    assert "12.50 M trials/s per core" in line and "3893 512-bit ops per 8 trials" in line
+    assert "native x16 80%" in line
+
+
+def test_no_ceiling_without_native_rows(fake_ceiling):
+    clock = FakeClock()
+    factory, _ = make_factory(clock, {"python": {"rate": 1e6}})
+    r = bench.run_bench(0.1, [1], ["python"], warmup=0, factory=factory, clock=clock)
+    assert r["native_ceiling"] is None and fake_ceiling == []
+    r = bench.run_bench(0.1, [1], ["python", "native"], warmup=0, factory=make_factory(clock, {"python": {"rate": 1e6}, "native": {"rate": 2e6}})[0],
+                        clock=clock, ceiling_probe=False)
+    assert r["native_ceiling"] is None and fake_ceiling == []
 
 
 def test_plot(tmp_path):

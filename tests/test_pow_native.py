@@ -395,3 +395,39 @@ def test_no_threads_left_after_many_searches() -> None:
     for seed in range(30):
         b.search(ih_of(seed), U64 // 1000, seed * 1000, 5000)
     assert settled_threads(before) == before
+
+
+# ------------------------------------------------------------------ ceiling (benchmarks)
+
+
+def test_counted_kernel_is_the_real_kernel_and_precomputes() -> None:
+    """The op counts come from the kernel's own source; that run computes the right trial, and the
+    precomputation shows: a plain double SHA-512 needs 2 x (80 x 16 + 64 x 12) = 4096 ops."""
+    from bmnode.pow import _native
+
+    counts, trial = _native.kernel_op_counts()
+    assert trial == trial_value(0, bytes([1]) + bytes(63))
+    assert set(counts) == {"add", "rotate", "shift", "logic"}
+    assert all(v > 0 for v in counts.values())
+    # 158 full rounds (round 0 of each block is two adds): 6 rotates and 4 logic ops each; every
+    # sigma of a schedule word is 2 rotates, 1 shift and 1 logic op
+    assert counts["rotate"] == 6 * 158 + 2 * counts["shift"]
+    assert counts["logic"] == 4 * 158 + counts["shift"]
+    assert 3000 < sum(counts.values()) < 4096
+
+
+def test_kernel_ceiling_measures_this_cpu() -> None:
+    from bmnode.pow import _native
+    from bmnode.pow.native import kernel_ceiling
+
+    with pytest.raises(ValueError):
+        _native.vector_mix_rate("avx512", 0.0)
+    assert _native.vector_mix_rate("scalar", 0.05) is None
+    c = kernel_ceiling(0.05)
+    if "avx512" not in HERE_ISAS:
+        assert c is None
+        return
+    assert c["ops_per_vector_trial"] == sum(c["op_counts_per_vector_trial"].values())
+    assert c["vector_ops_per_second"] > 1e8
+    assert c["trials_per_second_per_core"] == pytest.approx(c["vector_ops_per_second"] * c["lanes"] / c["ops_per_vector_trial"])
+

@@ -160,8 +160,12 @@ def run_bench(
     cpu_count: int | None = None,
     opencl_devices: Callable[[], list[tuple[int, str, str, str]]] = _opencl_devices,
     log: Callable[[str], None] | None = None,
+    ceiling_probe: bool = True,
 ) -> dict[str, Any]:
     """Measure every requested backend and the pure-Python baseline; a JSON-ready dict.
+
+    With ``ceiling_probe`` and a native row, also the native kernel's ceiling on this core
+    (``native_ceiling``) and each native row's share of it (``of_ceiling``).
 
     ``warmup`` seconds (default: a quarter of ``seconds``, at most 0.5) of searching are
     discarded before each measurement (thread start, kernel compilation, launch sizing).
@@ -216,6 +220,7 @@ def run_bench(
             results.append(row)
     for row in results:
         row["vs_python"] = (row["trials_per_second"] / baseline) if baseline else None
+    ceiling = native_ceiling(results, seconds) if ceiling_probe else None
     return {
         "seconds": seconds,
         "cpu_count": cpus,
@@ -224,7 +229,24 @@ def run_bench(
         "baseline_trials_per_second": baseline,
         "results": results,
         "skipped": skipped,
+        "native_ceiling": ceiling,
     }
+
+
+def native_ceiling(results: list[dict[str, Any]], seconds: float) -> dict[str, Any] | None:
+    """The AVX-512 kernel's per-core ceiling on this CPU (see native.kernel_ceiling), and each
+    native row's share of it; None when no native row was measured or there is no probe."""
+    rows = [r for r in results if r["backend"] == "native"]
+    if not rows:
+        return None
+    from bmnode.pow.native import kernel_ceiling
+
+    c = kernel_ceiling(min(1.0, max(0.2, seconds / 3)))
+    if c is None:
+        return None
+    for r in rows:
+        r["of_ceiling"] = r["per_unit"] / c["trials_per_second_per_core"]
+    return c
 
 
 def human_rate(rate: float | None) -> str:
@@ -265,6 +287,13 @@ def format_table(result: dict[str, Any]) -> str:
     base = result.get("baseline_trials_per_second")
     lines.append("")
     lines.append(f"baseline: pure-Python hashlib {human_rate(base)} trials/s" if base else "baseline: not measured")
+    c = result.get("native_ceiling")
+    if c:
+        shares = ", ".join(f"{r['label']} {100 * r['of_ceiling']:.0f}%" for r in result["results"] if "of_ceiling" in r)
+        lines.append(
+            f"native ceiling: {human_rate(c['trials_per_second_per_core'])} trials/s per core "
+            f"({c['ops_per_vector_trial']} 512-bit ops per {c['lanes']} trials, this core sustains "
+            f"{human_rate(c['vector_ops_per_second'])} ops/s in that mix); per core reached: {shares}")
     for s in result.get("skipped", []):
         lines.append(f"skipped {s['backend']}: {s['reason']}")
     return "\n".join(lines)

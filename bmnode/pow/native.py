@@ -27,7 +27,7 @@ except ImportError as _e:  # extension not built
 else:
     _IMPORT_ERROR = None
 
-__all__ = ["ISAS", "NativeBackend", "default_threads", "supported_isas"]
+__all__ = ["ISAS", "NativeBackend", "default_threads", "kernel_ceiling", "supported_isas"]
 
 #: every ISA the extension knows, fastest first
 ISAS = ("avx512", "avx2", "scalar")
@@ -55,6 +55,28 @@ def supported_isas() -> list[str]:
     if _native is None:
         return []
     return list(_native.supported_isas())
+
+
+def kernel_ceiling(seconds: float = 0.5) -> dict[str, Any] | None:
+    """This core's ceiling for the AVX-512 kernel: its vector operations per trial (counted from
+    the kernel's source) against the rate one core sustains in that operation mix (measured now,
+    for ``seconds``). None where the extension or AVX-512 is missing. Benchmarks only."""
+    if _native is None or "avx512" not in _native.supported_isas():
+        return None
+    rate = _native.vector_mix_rate("avx512", seconds)
+    if not rate:
+        return None
+    counts = dict(_native.kernel_op_counts()[0])
+    ops = sum(counts.values())
+    lanes = int(_native.lanes("avx512") or 8)
+    return {
+        "isa": "avx512",
+        "op_counts_per_vector_trial": counts,
+        "ops_per_vector_trial": ops,
+        "vector_ops_per_second": rate,
+        "lanes": lanes,
+        "trials_per_second_per_core": rate * lanes / ops,
+    }
 
 
 def default_threads() -> int:

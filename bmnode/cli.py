@@ -175,7 +175,6 @@ class _ProgressBar:
 
 def _pow_solve(args: argparse.Namespace) -> int:
     from bmnode.pow import target as tgt
-    from bmnode.pow.registry import get_backend
 
     body: bytes | None = None
     if args.payload_file:
@@ -205,6 +204,34 @@ def _pow_solve(args: argparse.Namespace) -> int:
         if not 0 <= target < 1 << 64:
             raise UsageError(f"--target must be in [0, 2^64), got {target}")
         expected = (1 << 64) / (target + 1)
+    if args.broker:
+        sol, name, elapsed = _pow_solve_remote(args, ih, target)
+    else:
+        sol, name, elapsed = _pow_solve_local(args, ih, target, expected)
+    if sol is None:
+        raise UsageError("no nonce found in the searched range")
+    if tgt.trial_value(sol.nonce, ih) > target:  # re-check with the reference formula
+        raise BmnodeError(f"backend {name} returned an invalid nonce {sol.nonce}")
+    result: dict[str, Any] = {
+        "backend": name,
+        "initial_hash": ih.hex(),
+        "target": target,
+        "nonce": sol.nonce,
+        "trial_value": sol.trial_value,
+        "trials": sol.trials,
+        "seconds": round(elapsed, 6),
+        "trials_per_second": round(sol.trials / elapsed, 1) if elapsed > 0 else None,
+    }
+    if body is not None:
+        result["object"] = (sol.nonce.to_bytes(8, "big") + body).hex()
+    _emit(result)
+    return 0
+
+
+def _pow_solve_local(args: argparse.Namespace, ih: bytes, target: int, expected: float) -> tuple[Any, str, float]:
+    """Search here with a backend: (solution or None, backend name, seconds)."""
+    from bmnode.pow.registry import get_backend
+
     opts: dict[str, Any] = {}
     if args.threads:
         opts["threads"] = args.threads
@@ -220,25 +247,22 @@ def _pow_solve(args: argparse.Namespace) -> int:
     finally:
         bar.done()
         backend.close()
-    elapsed = time.monotonic() - t0
-    if sol is None:
-        raise UsageError("no nonce found in the searched range")
-    if tgt.trial_value(sol.nonce, ih) > target:  # re-check with the reference formula
-        raise BmnodeError(f"backend {backend.name} returned an invalid nonce {sol.nonce}")
-    result: dict[str, Any] = {
-        "backend": backend.name,
-        "initial_hash": ih.hex(),
-        "target": target,
-        "nonce": sol.nonce,
-        "trial_value": sol.trial_value,
-        "trials": sol.trials,
-        "seconds": round(elapsed, 6),
-        "trials_per_second": round(sol.trials / elapsed, 1) if elapsed > 0 else None,
-    }
-    if body is not None:
-        result["object"] = (sol.nonce.to_bytes(8, "big") + body).hex()
-    _emit(result)
-    return 0
+    return sol, backend.name, time.monotonic() - t0
+
+
+def _pow_solve_remote(args: argparse.Namespace, ih: bytes, target: int) -> tuple[Any, str, float]:
+    """Submit to a PoW broker (``--broker``, CURVE with --server-key/--secret-key)."""
+    from bmnode.pow.broker import PowClient
+
+    if args.start:
+        raise UsageError("--start applies to a local search, not to --broker")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    t0 = time.monotonic()
+    with PowClient(args.broker, client=args.client_name, timeout=args.timeout,
+                   server_key=args.server_key, secret_key=args.secret_key) as c:
+        sol = c.solve(ih, target)
+    return sol, f"broker {args.broker}", time.monotonic() - t0
 
 
 def _pow_bench(args: argparse.Namespace) -> int:
@@ -275,7 +299,16 @@ def _pow_worker(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be >= 1")
     setup_worker_logging(args.log_level)
-    return run_worker(args.connect, args.backend, threads=args.threads, name=args.name, heartbeat=args.heartbeat)
+    return run_worker(args.connect, args.backend, threads=args.threads, name=args.name, heartbeat=args.heartbeat,
+                      server_key=args.server_key, secret_key=args.secret_key)
+
+
+def _pow_keygen(args: argparse.Namespace) -> int:
+    from bmnode.pow.curve_keys import generate_keypair
+
+    pub, sec, key = generate_keypair(args.dir, args.name, force=args.force)
+    _emit({"name": args.name, "public_key": key.decode("ascii"), "public_file": str(pub), "secret_file": str(sec)})
+    return 0
 
 
 def _pow_serve(args: argparse.Namespace) -> int:
@@ -301,7 +334,9 @@ def _pow_serve(args: argparse.Namespace) -> int:
     cfg = BrokerConfig(
         client_endpoints=clients, worker_endpoints=workers, local_workers=args.local_workers,
         backend=args.backend, threads=args.threads, max_jobs_per_client=args.max_jobs_per_client,
-        worker_timeout=args.worker_timeout,
+        worker_timeout=args.worker_timeout, curve_secret_key=args.secret_key,
+        curve_authorized_keys=args.authorized_keys, curve_authorized_workers=args.authorized_workers,
+        insecure=args.insecure,
     )
     return serve_broker(cfg)
 
@@ -571,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--shorter", action="store_true", help="search for an 18-byte ripe (shorter address)")
     an.set_defaults(func=_address_new)
 
-    w = sub.add_parser("pow", help="proof of work: solve, bench")
+    w = sub.add_parser("pow", help="proof of work: solve, bench, worker, serve, keygen")
     wsub = w.add_subparsers(dest="wcmd", required=True)
     ws = wsub.add_parser("solve", help="find a nonce")
     ws.add_argument("--initial-hash", default=None, help="128 hex digits")
@@ -585,6 +620,14 @@ def build_parser() -> argparse.ArgumentParser:
     ws.add_argument("--start", type=int, default=0)
     ws.add_argument("--progress", action="store_true", help="show the progress bar even when not a tty")
     ws.add_argument("--quiet", action="store_true")
+    ws.add_argument("--broker", default=None, metavar="ENDPOINT",
+                    help="submit to a PoW broker's client endpoint (bmnode pow serve) instead of searching here")
+    ws.add_argument("--server-key", default=None, metavar="FILE|Z85",
+                    help="with --broker, CURVE: the broker's public key")
+    ws.add_argument("--secret-key", default=None, metavar="FILE",
+                    help="with --broker, CURVE: this client's NAME.key_secret file")
+    ws.add_argument("--client-name", default="", help="with --broker: the name the broker files the job under")
+    ws.add_argument("--timeout", type=float, default=600.0, help="with --broker: seconds to wait (default 600)")
     ws.set_defaults(func=_pow_solve)
     wb = wsub.add_parser("bench", help="trials/s of every backend")
     wb.add_argument("--seconds", type=float, default=3.0)
@@ -600,8 +643,20 @@ def build_parser() -> argparse.ArgumentParser:
     ww.add_argument("--threads", type=int, default=None, help="threads of the native backend")
     ww.add_argument("--name", default=None, help="worker name shown by the broker (default host-pid)")
     ww.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
+    ww.add_argument("--server-key", default=None, metavar="FILE|Z85",
+                    help="CURVE: the broker's public key (its NAME.key file, or the 40-character key)")
+    ww.add_argument("--secret-key", default=None, metavar="FILE",
+                    help="CURVE: this worker's NAME.key_secret file (its NAME.key must be authorized by the broker)")
     ww.add_argument("--log-level", default="INFO")
     ww.set_defaults(func=_pow_worker)
+    wk = wsub.add_parser("keygen", help="make a CURVE key pair for the PoW service (broker, client or worker)",
+                         epilog="Writes DIR/NAME.key (public, share it) and DIR/NAME.key_secret (mode 0600, keep "
+                                "it). Give the broker its NAME.key_secret and a folder of the clients' and "
+                                "workers' NAME.key files; give each client/worker the broker's NAME.key.")
+    wk.add_argument("name", help="file name stem, e.g. broker or worker-gpu1")
+    wk.add_argument("--dir", default=".", help="folder for the key files (created 0700 if missing; default .)")
+    wk.add_argument("--force", action="store_true", help="replace existing key files of that name")
+    wk.set_defaults(func=_pow_keygen)
     wv = wsub.add_parser("serve", help="a standalone PoW broker: the PoW offload service for other clients")
     wv.add_argument("--clients", metavar="ENDPOINT", action="append", default=None,
                     help="where clients submit jobs (repeatable; default tcp://127.0.0.1:8446)")
@@ -612,8 +667,21 @@ def build_parser() -> argparse.ArgumentParser:
     wv.add_argument("--threads", type=int, default=None, help="threads of each native local worker")
     wv.add_argument("--max-jobs-per-client", type=int, default=256)
     wv.add_argument("--worker-timeout", type=float, default=3.0, help="drop a silent worker after this many seconds")
+    wv.add_argument("--secret-key", default=None, metavar="FILE",
+                    help="CURVE on the tcp endpoints: the broker's NAME.key_secret file (bmnode pow keygen)")
+    wv.add_argument("--authorized-keys", default=None, metavar="DIR",
+                    help="CURVE: folder of the NAME.key files of the clients (and workers) allowed to connect; "
+                         "re-read when files are added or removed. Limits are then per client key")
+    wv.add_argument("--authorized-workers", default=None, metavar="DIR",
+                    help="CURVE: a separate folder of the workers' NAME.key files (default: --authorized-keys)")
+    wv.add_argument("--insecure", action="store_true",
+                    help="allow binding a non-loopback tcp address without CURVE (refused otherwise: anyone "
+                         "who can reach it could submit jobs or pose as a worker)")
     wv.add_argument("--log-level", default="INFO")
     wv.set_defaults(func=_pow_serve)
+    wv.epilog = ("Plaintext by default, for ipc:// and loopback tcp. A non-loopback tcp endpoint needs CURVE "
+                 "(--secret-key and --authorized-keys; CURVE covers every tcp endpoint, ipc stays plaintext) "
+                 "or --insecure.")
 
     an.epilog = "Offline: keys are printed, nothing is stored. `bmnode address create` makes one in a running node."
     ac = asub.add_parser("create", help="create an address in the running node (through its API)")

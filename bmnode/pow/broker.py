@@ -13,10 +13,15 @@ dispatched again from where its last heartbeat said it was. Each client may hold
 Clients are keyed by (client endpoint, ``client`` name or else the connection identity): a
 mailbox that restarts under the same name finds its jobs (and recent results) again, and a
 client on the tcp endpoint cannot touch jobs submitted on the local ipc one.
+
+With CURVE (:mod:`bmnode.pow.curve_keys`) the tcp endpoints only admit peers whose public
+key is in the authorized folder (ZAP), traffic is encrypted, and a client on them is keyed by
+its authenticated key instead of the name it gives: limits hold per key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -31,11 +36,15 @@ import zmq
 from bmnode.errors import PowError
 from bmnode.node import bus
 from bmnode.pow.backend import Solution
+from bmnode.pow.curve_keys import (
+    CLIENT_DOMAIN, WORKER_DOMAIN, ClientCurve, HandshakeWatch, ServerCurve, check_exposure, client_curve,
+    server_curve, uses_curve,
+)
 from bmnode.pow.target import trial_value
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BrokerConfig", "PowBroker", "PowClient", "PowLimit", "PowTimeout"]
+__all__ = ["BrokerConfig", "PowAuthError", "PowBroker", "PowClient", "PowLimit", "PowTimeout"]
 
 _U64_MAX = (1 << 64) - 1
 #: The broker's counters (always present in :meth:`PowBroker.snapshot`).
@@ -50,6 +59,11 @@ _BUSY = "?busy"
 
 class PowTimeout(PowError):
     """No answer from the broker in time (it may still be working on the job)."""
+
+
+class PowAuthError(PowError):
+    """The security handshake with the broker failed (key refused, wrong server key, CURVE on
+    one side only): retrying will not help until the keys are fixed."""
 
 
 class PowLimit(PowError):
@@ -86,6 +100,14 @@ class BrokerConfig:
     max_attempts: int = 3
     #: Recent results kept to answer a client that submits the same job id again.
     result_cache: int = 4096
+    #: CURVE on the tcp endpoints: the broker's NAME.key_secret file and the folder of the
+    #: public NAME.key files of the clients (and of the workers, unless
+    #: ``curve_authorized_workers`` names another folder). None: plaintext.
+    curve_secret_key: str | None = None
+    curve_authorized_keys: str | None = None
+    curve_authorized_workers: str | None = None
+    #: Allow binding a non-loopback tcp endpoint without CURVE (refused otherwise).
+    insecure: bool = False
 
 
 @dataclass
@@ -118,6 +140,7 @@ class _Worker:
     bad: bool = False
     done: int = 0
     idle_since: float = 0.0
+    key: str = ""  # its authenticated CURVE key, if any
 
 
 class PowBroker:
@@ -125,7 +148,12 @@ class PowBroker:
 
     def __init__(self, config: BrokerConfig, *, context: zmq.Context | None = None) -> None:
         self.config = config
-        self.context = context or zmq.Context.instance()
+        curve = bool(config.curve_secret_key or config.curve_authorized_keys or config.curve_authorized_workers)
+        # A ZAP handler serves a whole context: a CURVE broker gets one of its own.
+        self._own_context = context is None and curve
+        self.context = context or (zmq.Context() if curve else zmq.Context.instance())
+        self._curve: ServerCurve | None = None
+        self._auth: Any = None
         self.stats: Counter[str] = Counter()
         self.client_addresses: list[str] = []
         self.worker_addresses: list[str] = []
@@ -145,18 +173,34 @@ class PowBroker:
         self._results: OrderedDict[tuple[int, str, str], tuple[tuple[bytes, int], bus.PowResult]] = OrderedDict()
         self._seq = itertools.count(1)
         self._clients: list[zmq.Socket] = []
-        self._wsock: zmq.Socket | None = None
+        self._secure_clients: list[bool] = []
+        #: worker sockets: [0] plaintext (inproc, ipc, plaintext tcp), [1] CURVE tcp if any;
+        #: a worker's id inside the broker is its socket index byte + its connection identity
+        self._wsocks: list[zmq.Socket] = []
 
     # ------------------------------------------------------------------ life cycle
 
     def start(self, timeout: float = 10.0) -> "PowBroker":
-        """Bind every endpoint, start the loop and the local workers; raises if binding fails."""
+        """Bind every endpoint, start the loop and the local workers; raises if binding fails
+        (or, before anything is bound, if the CURVE keys are unusable or a non-loopback tcp
+        endpoint would be plaintext without ``insecure``)."""
+        c = self.config
+        try:
+            self._curve = server_curve(c.curve_secret_key, c.curve_authorized_keys, c.curve_authorized_workers)
+            check_exposure([str(e).strip() for e in [*c.client_endpoints, *c.worker_endpoints]],
+                           self._curve is not None, c.insecure)
+            if self._curve is not None:
+                self._auth = self._curve.start_authenticator(self.context)
+        except BaseException:
+            self._stop_auth()
+            raise
         self._thread = threading.Thread(target=self._run, name="pow-broker", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
             raise PowError("the PoW broker did not start in time")
         if self._error is not None:
             self._thread.join(1.0)
+            self._stop_auth()
             raise PowError(f"the PoW broker cannot start: {self._error}") from self._error
         self.add_local_workers(self.config.local_workers)
         return self
@@ -185,11 +229,25 @@ class PowBroker:
         """Stop the local workers and the loop, close the sockets, remove ipc files."""
         for w in self.local_workers:
             w.stop(timeout)
+        # a thread that did not stop still has a socket open: ending the context would hang
+        stuck = any(w._thread is not None and w._thread.is_alive() for w in self.local_workers)
         self.local_workers = []
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            stuck = stuck or self._thread.is_alive()
             self._thread = None
+            if not stuck:
+                self._stop_auth()
+
+    def _stop_auth(self) -> None:
+        """Stop the ZAP handler and end the broker's own context (CURVE only)."""
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_context:
+            self._own_context = False
+            self.context.term()
 
     def __enter__(self) -> "PowBroker":
         return self.start()
@@ -218,22 +276,37 @@ class PowBroker:
     # ------------------------------------------------------------------ the loop
 
     def _bind(self) -> None:
-        ctx = self.context
         for ep in self.config.client_endpoints:
-            s = ctx.socket(zmq.ROUTER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.MAXMSGSIZE, bus.MAX_POW_MESSAGE)
+            ep = bus.check_endpoint(ep)
+            secure = self._curve is not None and uses_curve(ep)
+            s = self._router()
             self._clients.append(s)
-            self._bind_one(s, bus.check_endpoint(ep))
+            self._secure_clients.append(secure)
+            if secure:
+                assert self._curve is not None
+                self._curve.apply(s, CLIENT_DOMAIN)
+            self._bind_one(s, ep)
             self.client_addresses.append(s.getsockopt_string(zmq.LAST_ENDPOINT))
-        w = ctx.socket(zmq.ROUTER)
-        w.setsockopt(zmq.LINGER, 0)
-        w.setsockopt(zmq.MAXMSGSIZE, bus.MAX_POW_MESSAGE)
-        self._wsock = w
+        w = self._router()
+        self._wsocks.append(w)
         w.bind(self._inproc)
         for ep in self.config.worker_endpoints:
-            self._bind_one(w, bus.check_endpoint(ep))
+            ep = bus.check_endpoint(ep)
+            if self._curve is not None and uses_curve(ep):
+                if len(self._wsocks) == 1:
+                    self._wsocks.append(self._router())
+                    self._curve.apply(self._wsocks[1], WORKER_DOMAIN)
+                w = self._wsocks[1]
+            else:
+                w = self._wsocks[0]
+            self._bind_one(w, ep)
             self.worker_addresses.append(w.getsockopt_string(zmq.LAST_ENDPOINT))
+
+    def _router(self) -> zmq.Socket:
+        s = self.context.socket(zmq.ROUTER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.MAXMSGSIZE, bus.MAX_POW_MESSAGE)
+        return s
 
     @staticmethod
     def _bind_one(sock: zmq.Socket, ep: str) -> None:
@@ -243,7 +316,7 @@ class PowBroker:
         sock.bind(ep)
 
     def _close(self) -> None:
-        for s in self._clients + ([self._wsock] if self._wsock is not None else []):
+        for s in self._clients + self._wsocks:
             s.close(0)
         for ep in list(self.client_addresses) + list(self.worker_addresses):
             bus.remove_ipc(ep)
@@ -260,19 +333,19 @@ class PowBroker:
         log.info("PoW broker: clients on %s, workers on %s", ", ".join(self.client_addresses) or "-",
                  ", ".join(self.worker_addresses + [self._inproc]))
         poller = zmq.Poller()
-        for s in self._clients:
+        for s in self._clients + self._wsocks:
             poller.register(s, zmq.POLLIN)
-        assert self._wsock is not None
-        poller.register(self._wsock, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 events = dict(poller.poll(100))
                 with self._lock:
-                    if events.get(self._wsock):
-                        self._drain(self._wsock, self._on_worker)
+                    for k, ws in enumerate(self._wsocks):
+                        if events.get(ws):
+                            self._drain(ws, lambda env, m, user, k=k: self._on_worker(k, env, m, user), secure=k == 1)
                     for i, s in enumerate(self._clients):
                         if events.get(s):
-                            self._drain(s, lambda env, m, i=i: self._on_client(i, env, m))
+                            self._drain(s, lambda env, m, user, i=i: self._on_client(i, env, m, user),
+                                        secure=self._secure_clients[i])
                     self._check_workers(time.monotonic())
                     self._dispatch()
         except Exception:  # pragma: no cover - a bug; logged so the supervisor log shows it
@@ -282,12 +355,26 @@ class PowBroker:
             self._close()
             log.info("PoW broker stopped (%s)", dict(self.stats))
 
-    def _drain(self, sock: zmq.Socket, handler: Any) -> None:
+    def _drain(self, sock: zmq.Socket, handler: Any, secure: bool = False) -> None:
+        """Handle up to 1000 waiting messages: ``handler(envelope, message, user)`` where
+        ``user`` is the peer's authenticated CURVE key (Z85 text) on a ``secure`` socket."""
         for _ in range(1000):
+            user: str | None = None
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                if secure:
+                    parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    try:
+                        user = parts[-1].get("User-Id")
+                    except zmq.ZMQError:
+                        user = None
+                    frames = [p.bytes for p in parts]
+                else:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if secure and not user:  # cannot happen with ZAP enforced; never serve it anonymously
+                self.stats["bad_messages"] += 1
+                continue
             try:
                 env, msg = bus.split(frames)
             except bus.BusError as exc:
@@ -299,7 +386,7 @@ class PowBroker:
             if len(env) != 1:
                 self.stats["bad_messages"] += 1
                 continue
-            handler(env, msg)
+            handler(env, msg, user)
 
     def _send(self, sock: zmq.Socket | None, env: list[bytes], msg: bus.BusMessage) -> None:
         if sock is None:
@@ -315,9 +402,12 @@ class PowBroker:
     def _owner(self, index: int, route: bytes, name: str) -> tuple[int, str]:
         return (index, name or "@" + route.hex())
 
-    def _on_client(self, index: int, env: list[bytes], msg: bus.BusMessage) -> None:
+    def _on_client(self, index: int, env: list[bytes], msg: bus.BusMessage, user: str | None = None) -> None:
         sock = self._clients[index]
         route = env[0]
+        if user is not None and hasattr(msg, "client"):
+            # Authenticated: the key, not the self-declared name, owns the jobs and the limit.
+            msg = dataclasses.replace(msg, client=f"key:{user}")
         if isinstance(msg, bus.PowSubmit):
             self._submit(index, sock, route, msg)
         elif isinstance(msg, bus.PowCancel):
@@ -404,7 +494,7 @@ class PowBroker:
         if j.worker is not None:
             w = self._workers.get(j.worker)
             if w is not None:
-                self._send(self._wsock, [w.ident], bus.WorkerCancel(key=j.key))
+                self._to_worker(w.ident, bus.WorkerCancel(key=j.key))
         self.stats["cancelled"] += 1
         self._send(sock, [route], bus.PowCancelledReply(job=m.job, found=True))
 
@@ -430,17 +520,22 @@ class PowBroker:
 
     # ------------------------------------------------------------------ workers
 
-    def _on_worker(self, env: list[bytes], msg: bus.BusMessage) -> None:
-        ident = env[0]
+    def _to_worker(self, ident: bytes, msg: bus.BusMessage) -> None:
+        """Send to the worker ``ident`` (socket index byte + connection identity)."""
+        self._send(self._wsocks[ident[0]], [ident[1:]], msg)
+
+    def _on_worker(self, k: int, env: list[bytes], msg: bus.BusMessage, user: str | None = None) -> None:
+        ident = bytes([k]) + env[0]
         now = time.monotonic()
         w = self._workers.get(ident)
         if isinstance(msg, bus.WorkerHeartbeat):
             if w is None:
                 w = _Worker(ident=ident, name=msg.name, backend=msg.backend, interval=msg.interval,
-                            last_seen=now, idle_since=now)
+                            last_seen=now, idle_since=now, key=user or "")
                 self._workers[ident] = w
                 self.stats["workers_joined"] += 1
-                log.info("PoW worker %s joined (backend %s)", msg.name, msg.backend or "?")
+                log.info("PoW worker %s joined (backend %s%s)", msg.name, msg.backend or "?",
+                         f", key {user}" if user else "")
             w.last_seen = now
             w.interval = max(0.01, msg.interval)
             if msg.job:
@@ -449,7 +544,7 @@ class PowBroker:
                 elif not self._assigned(msg.job, ident):
                     # Searching something that is not its job (we restarted, or it was
                     # cancelled): stop it, and give it nothing until it says it is idle.
-                    self._send(self._wsock, [ident], bus.WorkerCancel(key=msg.job))
+                    self._to_worker(ident, bus.WorkerCancel(key=msg.job))
                     if w.job is None:
                         w.job = _BUSY
             elif w.job is not None and not self._assigned(w.job, ident):
@@ -563,7 +658,8 @@ class PowBroker:
             w.job = j.key
             w.trials = 0
             self.stats["dispatched"] += 1
-            self._send(self._wsock, [w.ident], bus.WorkerJob(key=j.key, initial_hash=j.initial_hash, target=j.target, start=j.start))
+            self._to_worker(w.ident, bus.WorkerJob(key=j.key, initial_hash=j.initial_hash, target=j.target,
+                                                   start=j.start))
         for item in skipped:
             heapq.heappush(self._queue, item)
 
@@ -575,16 +671,31 @@ class PowClient:
     """A synchronous client of a broker's client endpoint (one thread at a time).
 
     ``solve()`` submits and waits; ``submit()`` + ``events()`` let a process keep many jobs
-    in flight (the mailbox). Every nonce is checked again here before it is returned."""
+    in flight (the mailbox). Every nonce is checked again here before it is returned.
 
-    def __init__(self, endpoint: str, *, client: str = "", timeout: float = 10.0, context: zmq.Context | None = None) -> None:
+    ``server_key`` (the broker's NAME.key file or Z85 text) with ``secret_key`` (this
+    client's NAME.key_secret file) speak CURVE; on tcp a refused handshake raises
+    :class:`PowAuthError` at once instead of waiting out the timeout."""
+
+    def __init__(self, endpoint: str, *, client: str = "", timeout: float = 10.0, context: zmq.Context | None = None,
+                 server_key: str | None = None, secret_key: str | None = None) -> None:
         self.endpoint = bus.check_endpoint(endpoint)
+        self.curve: ClientCurve | None = client_curve(server_key, secret_key, self.endpoint)
         self.client = client[:64]
         self.timeout = timeout
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, bus.MAX_POW_MESSAGE)
+        if self.curve is not None:
+            self.curve.apply(self.socket)
+        self._watch: HandshakeWatch | None = None
+        self._poller: zmq.Poller | None = None
+        if uses_curve(self.endpoint):
+            self._watch = HandshakeWatch(self.socket)
+            self._poller = zmq.Poller()
+            self._poller.register(self.socket, zmq.POLLIN)
+            self._poller.register(self._watch.monitor, zmq.POLLIN)
         self.socket.connect(self.endpoint)
         self._ids = itertools.count(1)
         self._jobs: dict[str, bytes] = {}  # job -> initial hash, to re-check results
@@ -595,6 +706,9 @@ class PowClient:
         self._awaiting_accept: dict[str, tuple[bytes, int] | None] = {}
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         self.socket.close(0)
 
     def __enter__(self) -> "PowClient":
@@ -609,8 +723,23 @@ class PowClient:
         self.socket.send_multipart(bus.encode(msg))
 
     def _pump(self, timeout: float) -> bool:
-        """Receive what is there (waiting up to ``timeout`` s for the first); False if nothing."""
-        if not self.socket.poll(max(0, int(timeout * 1000)), zmq.POLLIN):
+        """Receive what is there (waiting up to ``timeout`` s for the first); False if nothing.
+        PowAuthError when the security handshake failed (and none succeeded since)."""
+        if self._watch is None or self._poller is None:
+            ready = self.socket.poll(max(0, int(timeout * 1000)), zmq.POLLIN)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:  # a monitor event wakes the poll early: wait on unless it is a failure
+                ms = max(0, int((deadline - time.monotonic()) * 1000))
+                ready = dict(self._poller.poll(ms)).get(self.socket)
+                problem = self._watch.explain(self.endpoint, self.curve.keypair.public if self.curve else None)
+                if ready:
+                    break
+                if problem is not None:
+                    raise PowAuthError(problem)
+                if ms == 0:
+                    break
+        if not ready:
             return False
         while True:
             try:
@@ -735,7 +864,7 @@ class PowClient:
     def events(self, timeout: float = 0.0) -> list[tuple[str, Solution | PowError]]:
         """Finished jobs since the last call, waiting up to ``timeout`` s for the first:
         ``(job, Solution)`` or ``(job, PowError)``. Also turns refusals of
-        :meth:`send_submit` into ``(job, PowLimit)``."""
+        :meth:`send_submit` into ``(job, PowLimit)``. PowAuthError if the tcp handshake failed."""
         if not self._outcomes and not any(isinstance(r, bus.PowFailed) for r in self._replies):
             self._pump(timeout)
         else:

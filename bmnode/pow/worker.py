@@ -5,6 +5,8 @@ process on another machine (``bmnode pow worker --connect tcp://HOST:PORT``). It
 ``w.*`` messages of :mod:`bmnode.node.bus` on a DEALER socket: a heartbeat every
 ``interval`` seconds (which also registers it, so a restarted broker learns it again), one
 job at a time searched on a separate thread, cancel within the backend's ~50 ms.
+With ``server_key``/``secret_key`` it connects with CURVE (see :mod:`bmnode.pow.curve_keys`);
+a refused handshake is logged (and retried: the broker may learn the key later).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import zmq
 from bmnode.errors import PowCancelled
 from bmnode.node import bus
 from bmnode.pow.backend import PowBackend, Solution
+from bmnode.pow.curve_keys import ClientCurve, HandshakeWatch, client_curve, uses_curve
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,13 @@ class PowWorker:
         name: str | None = None,
         heartbeat: float = HEARTBEAT,
         context: zmq.Context | None = None,
+        server_key: str | None = None,
+        secret_key: str | None = None,
     ) -> None:
         self.connect = bus.check_endpoint(connect)
+        self.curve: ClientCurve | None = client_curve(server_key, secret_key, self.connect)
+        #: the last security-handshake problem seen (None when fine or not known)
+        self.handshake_problem: str | None = None
         self.backend = backend
         self.name = (name or f"{socket.gethostname()}-{os.getpid()}")[:64]
         self.heartbeat = float(heartbeat)
@@ -84,6 +92,9 @@ class PowWorker:
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 500)
         sock.setsockopt(zmq.MAXMSGSIZE, bus.MAX_POW_MESSAGE)
+        if self.curve is not None:
+            self.curve.apply(sock)
+        watch = HandshakeWatch(sock) if uses_curve(self.connect) else None
         sock.connect(self.connect)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
@@ -101,7 +112,11 @@ class PowWorker:
                     self._drain(sock)
                 if events.get(self._rfd) or not self._done.empty():
                     self._finish(sock)
+                if watch is not None:
+                    self._check_handshake(watch)
         finally:
+            if watch is not None:
+                watch.close()
             self._cancel.set()
             searching = self._search is not None and (self._search.join(2.0) or self._search.is_alive())
             try:
@@ -117,6 +132,17 @@ class PowWorker:
                     except OSError:
                         pass
             log.info("PoW worker %s stopped after %d jobs", self.name, self.jobs_done)
+
+    def _check_handshake(self, watch: HandshakeWatch) -> None:
+        """Log a refused or failed handshake once per change (it keeps retrying)."""
+        problem = watch.explain(self.connect, self.curve.keypair.public if self.curve else None)
+        if problem != self.handshake_problem:
+            if problem is not None:
+                log.error("PoW worker %s: %s; retrying", self.name, problem)
+            elif watch.succeeded:
+                log.info("PoW worker %s: connected to %s%s", self.name, self.connect,
+                         " with CURVE" if self.curve else "")
+            self.handshake_problem = problem
 
     # -------------------------------------------------------------- messages
 
@@ -208,15 +234,23 @@ class PowWorker:
 
 
 def run_worker(
-    connect: str, backend: str = "auto", *, threads: int | None = None, name: str | None = None, heartbeat: float = HEARTBEAT
+    connect: str, backend: str = "auto", *, threads: int | None = None, name: str | None = None,
+    heartbeat: float = HEARTBEAT, server_key: str | None = None, secret_key: str | None = None,
 ) -> int:
-    """Run a worker process until SIGTERM/SIGINT; 0 on a clean stop."""
+    """Run a worker process until SIGTERM/SIGINT; 0 on a clean stop (CurveKeyError, before
+    anything runs, when the keys are unusable)."""
+    from bmnode.pow.curve_keys import is_loopback
     from bmnode.pow.registry import get_backend
 
+    client_curve(server_key, secret_key, bus.check_endpoint(connect))  # check the keys before the backend is set up
+    if server_key is None and connect.startswith("tcp://") and not is_loopback(connect):
+        log.warning("connecting to %s in plaintext: give --server-key and --secret-key if the broker uses CURVE",
+                    connect)
     opts: dict[str, Any] = {}
     if threads:
         opts["threads"] = threads
-    worker = PowWorker(connect, get_backend(backend, **opts), name=name, heartbeat=heartbeat)
+    worker = PowWorker(connect, get_backend(backend, **opts), name=name, heartbeat=heartbeat,
+                       server_key=server_key, secret_key=secret_key)
 
     def _stop(_sig: int, _frame: Any) -> None:
         worker.stop_event.set()

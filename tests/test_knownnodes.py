@@ -12,6 +12,7 @@ from bmnode.errors import MalformedMessage, StoreError
 from bmnode.net import bootstrap
 from bmnode.protocol.constants import NODE_NETWORK
 from bmnode.protocol.hosts import NetAddr, decode_host, network_group
+from bmnode.protocol.messages import Addr
 from bmnode.store.knownnodes import (
     KNOWNNODES_FILE,
     KnownNodes,
@@ -255,18 +256,34 @@ def test_for_addr_takes_500_from_the_stream_and_250_from_each_child(tmp_path):
         assert len({(e.stream, e.host, e.port) for e in entries}) == len(entries)
 
 
-def test_for_addr_filters_fresh_rated_and_not_onion(kn):
+def test_for_addr_filters_fresh_and_rated(kn):
     kn.add(1, "8.8.8.8", 1, NOW - 10799)  # fresh
     kn.add(1, "8.8.4.4", 2, NOW - 10800)  # lastseen must be > now - 10800
     kn.add(1, "9.9.9.9", 3, NOW)
     kn.decrease_rating("9.9.9.9", 3)  # rating < 0
     kn.add(1, "1.1.1.1", 4, NOW)
     kn.increase_rating("1.1.1.1", 4)
-    kn.add(1, ONION2, 8444, NOW)
     kn.add(1, "2001:db8::1", 5, NOW)
     got = sorted((e.host, e.port, e.time) for e in kn.for_addr(1, NOW))
     assert got == [("1.1.1.1", 4, NOW), ("2001:db8::1", 5, NOW), ("8.8.8.8", 1, NOW - 10799)]
     assert kn.for_addr(7, NOW) == []
+
+
+def test_for_addr_host_text_at_most_22_characters_as_the_reference(kn):
+    """The reference's sendAddr keeps ``len(host) <= 22``: a v2 onion (exactly 22 characters)
+    is gossiped; a v3 onion and an IPv6 literal longer than 22 characters are not."""
+    v3 = "a" * 56 + ".onion"
+    long_v6 = "2a01:4f8:c17:1234:5678:9abc:def0:1234"
+    kn.add(1, ONION2, 8444, NOW)
+    kn.add(1, v3, 8444, NOW)
+    kn.add(1, long_v6, 8444, NOW)
+    kn.add(1, "2001:db8:1234:5678::1", 8444, NOW)  # 21 characters
+    kn.add(1, "255.255.255.254", 8444, NOW)
+    assert len(ONION2) == 22 and len(long_v6) > 22
+    got = sorted(e.host for e in kn.for_addr(1, NOW))
+    assert got == sorted([ONION2, "2001:db8:1234:5678::1", "255.255.255.254"])
+    # Every entry sent fits the 16-byte host field of addr.
+    Addr(tuple(kn.for_addr(1, NOW))).encode()
 
 
 # ---------------------------------------------------------------------------- dialing

@@ -48,7 +48,7 @@ def test_hash_list_count_must_match(cls):
         cls.decode(b"")
 
 
-@pytest.mark.parametrize("cls", [m.Inv, m.GetData, m.Dinv])
+@pytest.mark.parametrize("cls", [m.Inv, m.Dinv])
 def test_hash_list_limit(cls):
     at_limit = encode_var_int(MAX_INV_ENTRIES) + b"\x00" * (32 * MAX_INV_ENTRIES)
     assert len(cls.decode(at_limit).hashes) == MAX_INV_ENTRIES
@@ -60,6 +60,19 @@ def test_hash_list_limit(cls):
         cls.decode(encode_var_int(2**40))
     assert issubclass(m.TooManyEntries, MalformedMessage)
     assert not issubclass(m.TooManyEntries, FramingError)
+
+
+def test_getdata_has_no_50000_limit_as_in_the_reference():
+    """The reference's bm_command_getdata takes any count that fits the 1600100-byte message
+    (up to 50003 hashes); only a count that cannot fit is refused outright."""
+    n = MAX_INV_ENTRIES + 3
+    payload = encode_var_int(n) + b"\x00" * (32 * n)
+    assert len(payload) <= 1600100
+    assert len(m.GetData.decode(payload).hashes) == n
+    with pytest.raises(m.TooManyEntries):
+        m.GetData.decode(encode_var_int(n + 1))
+    with pytest.raises(m.TooManyEntries):
+        m.GetData.decode(encode_var_int(2**40))
 
 
 def test_hash_list_construction_and_batches():

@@ -34,6 +34,7 @@ from bmnode.protocol.constants import (
     PING_INTERVAL,
     USER_AGENT,
 )
+from bmnode.protocol.encoding import MAX_UINT64
 from bmnode.protocol.framing import Frame, FrameDecoder, FramingError, frame
 from bmnode.protocol.messages import (
     Error,
@@ -65,11 +66,17 @@ PONG_FRAME = frame("pong")
 VERACK_FRAME = frame("verack")
 
 
+def peer_time_offset(v: Version, now: int) -> int:
+    """The peer's clock minus ours. The timestamp is read as unsigned, as the reference
+    decodes it: a negative int64 is a time far in the future, not in the past."""
+    return (v.timestamp & MAX_UINT64) - now
+
+
 def version_check_error(v: Version, now: int) -> str | None:
     """Checks 1-4 of spec 4.4 (protocol, clock skew, streams); the reference's error text or None."""
     if v.version < MIN_PROTOCOL_VERSION:
         return ERR_OLD_PROTOCOL
-    offset = v.timestamp - now
+    offset = peer_time_offset(v, now)
     if offset > MAX_TIME_OFFSET:
         return ERR_TIME_FUTURE
     if offset < -MAX_TIME_OFFSET:
@@ -176,6 +183,7 @@ class Connection(asyncio.Protocol):
         self.established_at: float | None = None
         self.last_recv = now
         self.last_send = now
+        self.last_ping = now
         self.closing_at: float | None = None
         self.close_reason = ""
         self.write_paused = False
@@ -356,7 +364,7 @@ class Connection(asyncio.Protocol):
         self.user_agent = v.user_agent
         self.remote_listen_port = v.addr_from.port
         now = int(self.settings.clock())
-        self.time_offset = v.timestamp - now
+        self.time_offset = peer_time_offset(v, now)
         error = version_check_error(v, now)
         if error is None:
             error = self.owner.admit(self, v)
@@ -564,7 +572,12 @@ class Connection(asyncio.Protocol):
         if now - self.last_recv > s.idle_timeout:
             self.abort(f"no data for {s.idle_timeout:.0f} s")
             return
-        if now - max(self.last_recv, self.last_send) >= s.ping_interval:
+        # Ping after ping_interval without a byte *from* the peer (at most once per interval),
+        # even while we are sending: a reference peer pings only when no traffic passed in
+        # either direction, so one that just receives would otherwise stay silent until the
+        # idle timeout above dropped it.
+        if now - max(self.last_recv, self.last_ping) >= s.ping_interval:
+            self.last_ping = now
             self.send_frame(PING_FRAME)
 
 
@@ -580,5 +593,6 @@ __all__ = [
     "ConnectionOwner",
     "ConnectionSettings",
     "State",
+    "peer_time_offset",
     "version_check_error",
 ]

@@ -416,8 +416,9 @@ class RelayNode:
         self._send_addr(conn, now)
         st.big_inv_task = asyncio.get_running_loop().create_task(self._send_big_inv(conn))
 
-    def _record_peer(self, conn: Connection, now: int) -> None:
-        """Known nodes (6.2, 12.2): outbound = the dialled address; inbound = (IP, listen port)."""
+    def _record_peer(self, conn: Connection, now: int, *, rate: bool = True) -> None:
+        """Known nodes (6.2, 12.2): outbound = the dialled address; inbound = (IP, listen port).
+        ``lastseen`` becomes ``now``; ``rate`` also raises the rating (on establishment)."""
         if conn.outbound and conn.dialled:
             host, port = conn.dialled
         else:
@@ -430,6 +431,8 @@ class RelayNode:
                     self.knownnodes.add(s, host, port, now)
                 except Exception as exc:  # a host name we dialled, not an IP
                     log.debug("not recording %s:%d: %s", host, port, exc)
+        if not rate:
+            return
         try:
             self.knownnodes.increase_rating(host, port)
         except Exception:
@@ -486,7 +489,11 @@ class RelayNode:
         if conn.outbound and conn.dialled:
             # Also after a good connection, wait a little before dialling it again.
             self._backoff(conn.dialled)
-        if conn.established_at is None:
+        if conn.established_at is not None:
+            # As the reference (tcp.py handle_close): a peer we were fully connected to was
+            # seen until now, so a long connection does not leave a stale lastseen behind.
+            self._record_peer(conn, int(self.clock()), rate=False)
+        else:
             self.counters["closed_before_established"] += 1
             if conn.outbound and conn.dialled:
                 try:

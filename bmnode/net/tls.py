@@ -2,8 +2,10 @@
 
 The reference upgrades a connection to TLS right after the verack exchange when both sides
 advertise NODE_SSL: cipher ``AECDH-AES256-SHA`` (anonymous ECDH, no certificates), curve
-secp256k1, TLS at most 1.2, TCP client = TLS client. The engine here runs OpenSSL over
-``ssl.MemoryBIO`` so that bytes already read past the verack can be fed to it (no over-read).
+secp256k1, TLS 1.0 up to 1.2, TCP client = TLS client (the floor is TLS 1.0 because the
+reference sets none and, on Python < 2.7.9, speaks TLS 1.0 only). The engine here runs
+OpenSSL over ``ssl.MemoryBIO`` so that bytes already read past the verack can be fed to it
+(no over-read).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
+import warnings
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,11 @@ def _configure(ctx: ssl.SSLContext) -> ssl.SSLContext:
     ctx.set_ciphers(CIPHERS)
     ctx.set_ecdh_curve(CURVE)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    # No floor above TLS 1.0, as in the reference (Python's default floor is TLS 1.2, which
+    # refuses old reference clients); the highest common version is still negotiated.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
     # The reference's options; OP_ALL and OP_NO_SSLv2/3 are set by default on OpenSSL 3.
     ctx.options |= ssl.OP_ALL | ssl.OP_SINGLE_ECDH_USE | ssl.OP_CIPHER_SERVER_PREFERENCE
     return ctx

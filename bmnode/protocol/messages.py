@@ -6,7 +6,8 @@
 JSON-ready dicts for the CLI. Error classes tell the network layer what to do:
 
 * :class:`~bmnode.protocol.framing.FramingError` (from framing) - close the connection;
-* :class:`TooManyEntries` - an inv/getdata/dinv over 50000 entries: ignore the message;
+* :class:`TooManyEntries` - an inv/dinv over 50000 entries (a getdata over what fits one
+  message): ignore the message;
 * any other :class:`MalformedMessage` - the payload does not fit the command: ignore it.
 """
 
@@ -22,6 +23,8 @@ from bmnode.protocol.constants import (
     INV_HASH_SIZE,
     MAX_INV_ENTRIES,
     MAX_INV_ENTRIES_SENT,
+    MAX_MESSAGE_PAYLOAD,
+    MAX_VERSION_STREAMS,
     NET_ADDR_SIZE,
     NODE_NETWORK,
     PROTOCOL_VERSION,
@@ -52,7 +55,8 @@ from bmnode.protocol.hosts import NetAddr, encode_host, service_names
 
 
 class TooManyEntries(MalformedMessage):
-    """An inv/getdata/dinv announcing more than MAX_INV_ENTRIES hashes: ignore it, keep the peer."""
+    """An inv/dinv announcing more than MAX_INV_ENTRIES hashes (or a getdata more than fits
+    one message): ignore it, keep the peer."""
 
 
 def _check_uint(value: Any, bits: int, what: str) -> int:
@@ -194,7 +198,8 @@ def build_version(
     remote_services: int = NODE_NETWORK,
 ) -> Version:
     """Our own ``version``: addr_recv = the peer as we see it (services 1), addr_from =
-    127.0.0.1 with our services and listening port, streams sorted ascending (spec 4.2).
+    127.0.0.1 with our services and listening port, streams sorted ascending and at most the
+    first 160000 of them, the protocol's sender-side limit (spec 4.2).
 
     ``nonce`` is the random per-connection nonce; ``timestamp`` is our clock's now. A v3
     onion ``remote_host`` is truncated to 16 bytes as the reference does.
@@ -209,7 +214,7 @@ def build_version(
         addr_from=sender,
         nonce=nonce,
         user_agent=user_agent,
-        streams=tuple(sorted(set(streams))),
+        streams=tuple(sorted(set(streams))[:MAX_VERSION_STREAMS]),
     )
 
 
@@ -358,9 +363,12 @@ class Inv(_HashList):
 
 @dataclass(frozen=True)
 class GetData(_HashList):
-    """``getdata`` (spec 5.4): objects the sender wants."""
+    """``getdata`` (spec 5.4): objects the sender wants. The reference applies no count limit
+    on receipt (only the message size limit), so neither do we beyond what fits one message."""
 
     command: ClassVar[str] = "getdata"
+
+    max_entries: ClassVar[int] = MAX_MESSAGE_PAYLOAD // INV_HASH_SIZE
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,10 @@ ADDR_SEND_PER_STREAM = 500
 ADDR_SEND_PER_CHILD = 250
 #: Random draws per outbound choice (4.9).
 DIAL_DRAWS = 50
+#: addr after the handshake: only hosts whose text form is at most this long (the reference's
+#: ``len(host) <= 22`` in tcp.py sendAddr): IPv4, v2 onions and short IPv6 literals go out;
+#: v3 onions (which do not fit the 16-byte host field) and long IPv6 literals do not.
+ADDR_SEND_MAX_HOST_TEXT = 22
 #: Bytes that mark the reference's leftover "bootstrap" pseudo-hosts in addr (5.2).
 _BOOTSTRAP_MARK = b"bootstrap"
 
@@ -115,10 +119,6 @@ def _check_stream(stream: int) -> int:
     if not isinstance(stream, int) or isinstance(stream, bool) or not 1 <= stream <= MAX_STREAM:
         raise MalformedMessage(f"stream must be 1..{MAX_STREAM}, got {stream!r}")
     return stream
-
-
-def _is_onion(host: str) -> bool:
-    return host.endswith(".onion")
 
 
 def filter_addr(
@@ -362,7 +362,9 @@ class KnownNodes:
         """The ``addr`` entries to send once after the handshake (6.2): for each stream the
         peer announced, up to 500 random entries of it and up to 250 of each child stream
         (2s, 2s+1); only nodes seen within 3 hours (lastseen > now - 10800), rating >= 0 and
-        not onions. A stream gets 500 if the peer announced it, else 250; none repeats."""
+        a host text of at most 22 characters (the reference's rule: v2 onions are sent, v3
+        onions and long IPv6 literals are not). A stream gets 500 if the peer announced it,
+        else 250; none repeats."""
         rng = rng or random
         wanted: dict[int, int] = {}
         for s in [streams] if isinstance(streams, int) else streams:
@@ -377,7 +379,7 @@ class KnownNodes:
             fresh = [
                 n
                 for n in nodes.values()
-                if n.lastseen > now - ADDR_FRESHNESS and n.rating >= 0 and not _is_onion(n.host)
+                if n.lastseen > now - ADDR_FRESHNESS and n.rating >= 0 and len(n.host) <= ADDR_SEND_MAX_HOST_TEXT
             ]
             for n in rng.sample(fresh, min(limit, len(fresh))):
                 out.append(NetAddr(time=n.lastseen, stream=stream, services=NODE_NETWORK, host=n.host, port=n.port))

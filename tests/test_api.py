@@ -1073,7 +1073,7 @@ def test_inbox(api, fake):
         "subject": b64("Hello"),
         "message": b64("Body one\nline two"),
         "encodingType": 2,
-        "receivedTime": fake.inbox[m1].received,
+        "receivedTime": str(fake.inbox[m1].received),  # text, as the reference's TEXT column gives it
         "read": 0,
     }
     assert unb64(everything[1]["subject"]).decode() == "Ünïcode"

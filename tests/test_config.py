@@ -344,3 +344,33 @@ def test_parsers_raise_only_config_error(text):
             fn(text)
         except ConfigError:
             pass
+
+
+# ---------------------------------------------------------------------------- apinotifypath
+
+
+def test_api_notify_path_from_file_flag_and_reference_key(tmp_path):
+    assert load_config(tmp_path).api_notify_path is None
+    write(tmp_path, 'api_notify_path = "/usr/local/bin/bm-notify"\n')
+    assert load_config(tmp_path).api_notify_path == "/usr/local/bin/bm-notify"
+    write(tmp_path, 'apinotifypath = "/opt/hook"\n')  # the reference's keys.dat name works too
+    assert load_config(tmp_path).api_notify_path == "/opt/hook"
+    write(tmp_path, 'apinotifypath = ""\n')  # empty means none, as in the reference
+    assert load_config(tmp_path).api_notify_path is None
+    args = run_parser().parse_args(["--data-dir", str(tmp_path), "--api-notify-path", "~/hook.sh"])
+    assert config_from_args(args).api_notify_path == str(Path.home() / "hook.sh")
+
+
+def test_api_notify_path_flag_is_documented():
+    helptext = run_parser().format_help()
+    assert "--api-notify-path" in helptext
+    for event in ("startingUp", "newMessage", "newBroadcast"):
+        assert event in helptext
+
+
+@pytest.mark.parametrize("value", ["17", "['a']", '"a\\nb"', '"a\\u0000b"'])
+def test_bad_api_notify_path_names_the_key(tmp_path, value):
+    path = write(tmp_path, f"api_notify_path = {value}\n")
+    with pytest.raises(ConfigError, match="api_notify_path") as err:
+        load_config(tmp_path)
+    assert str(path) in str(err.value)

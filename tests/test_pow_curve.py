@@ -385,3 +385,62 @@ def test_cli_solve_through_a_curve_broker(curve_broker, keys, capsys):
     assert cli_main(base + ["--secret-key", str(keys["stranger"]["sec"])]) == 2
     assert "refused this key" in capsys.readouterr().err
     assert b.snapshot()["submitted"] == 1
+
+
+# ----------------------------------------------------------------------------- the node's broker
+
+
+def test_node_broker_takes_remote_workers_over_curve(tmp_path, keys):
+    """`bmnode run --pow-workers-bind ... --pow-secret-key ... --pow-authorized-keys ...`: the
+    mailbox's ipc client stays plaintext, a listed remote worker joins over CURVE and does the job,
+    an unlisted one never joins."""
+    from bmnode.node.config import NodeConfig
+    from bmnode.node.fullnode import check_pow_settings, pow_broker_config
+
+    cfg = NodeConfig(data_dir=tmp_path / "node", pow_backend="python", pow_workers_bind=("tcp://127.0.0.1:0",),
+                     pow_secret_key=str(keys["broker"]["sec"]), pow_authorized_keys=str(keys["authorized"]))
+    check_pow_settings(cfg)
+    e = bus.Endpoints(str(tmp_path / "bus"))
+    e.prepare()
+    b = PowBroker(pow_broker_config(cfg, e, local_workers=0)).start()
+    workers = []
+    try:
+        tcp = [a for a in b.worker_addresses if a.startswith("tcp://")]
+        assert len(tcp) == 1
+        for who in ("stranger", "worker"):
+            w = PowWorker(tcp[0], PythonBackend(), name=who, heartbeat=0.2,
+                          server_key=str(keys["broker"]["pub"]), secret_key=str(keys[who]["sec"]))
+            w.start()
+            workers.append(w)
+        with PowClient(e.pow, timeout=20) as c:  # the mailbox's side: ipc, no keys
+            assert until(lambda: c.status().workers == 1)
+            sol = c.solve(ih("node"), EASY)
+        assert trial_value(sol.nonce, ih("node")) <= EASY
+    finally:
+        for w in workers:
+            w.stop()
+        b.stop()
+
+
+def test_node_refuses_unusable_pow_settings_before_starting(tmp_path, keys, capsys):
+    from bmnode.node.config import NodeConfig
+    from bmnode.node.fullnode import check_pow_settings
+
+    exposed = NodeConfig(data_dir=tmp_path, pow_workers_bind=("tcp://0.0.0.0:8447",))
+    with pytest.raises(ConfigError, match="--pow-workers-bind.*refusing to bind tcp://0.0.0.0:8447"):
+        check_pow_settings(exposed)
+    check_pow_settings(NodeConfig(data_dir=tmp_path, pow_workers_bind=("tcp://0.0.0.0:8447",), pow_insecure=True))
+    check_pow_settings(NodeConfig(data_dir=tmp_path, pow_workers_bind=("tcp://127.0.0.1:8447",)))
+    with pytest.raises(ConfigError, match="both"):
+        check_pow_settings(NodeConfig(data_dir=tmp_path, pow_secret_key=str(keys["broker"]["sec"])))
+    with pytest.raises(ConfigError, match="does not exist"):
+        check_pow_settings(NodeConfig(data_dir=tmp_path, pow_secret_key=str(tmp_path / "nope.key_secret"),
+                                      pow_authorized_keys=str(keys["authorized"])))
+    with pytest.raises(ConfigError, match="tcp://HOST:PORT"):
+        NodeConfig(data_dir=tmp_path, pow_workers_bind=("ipc:///tmp/x",))
+    # through `bmnode run`: exit 2 with the reason, before any process starts
+    rc = cli_main(["run", "--data-dir", str(tmp_path / "n"), "--no-bootstrap", "--listen", "127.0.0.1:0",
+                   "--pow-workers-bind", "tcp://0.0.0.0:8447"])
+    assert rc == 2
+    assert "refusing to bind" in capsys.readouterr().err
+    assert not (tmp_path / "n" / "inventory.sqlite").exists()

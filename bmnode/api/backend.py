@@ -10,12 +10,14 @@ that code where one is defined.
 
 Optional, network-side methods (``client_status``, ``list_connections``, ``shutdown``,
 ``disseminate_object``, ``status_bar``) may be missing from a backend: the command then answers
-error 21 saying the node does not offer it.
+error 21 saying the node does not offer it. ``await_disseminated`` (optional too) lets
+``disseminatePreEncryptedMsg`` answer a nonce-0 object's hash once its PoW is done.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -314,8 +316,11 @@ class MailboxBackend:
         pending_download: Callable[[], int] | None = None,
         shutdown: Callable[[], None] | None = None,
         software_version: str = "",
+        disseminate_wait: float = 0.0,
     ) -> None:
         self.mailbox = mailbox
+        #: Seconds ``await_disseminated`` waits for the PoW of a nonce-0 object (0: not at all).
+        self.disseminate_wait = disseminate_wait
         self._connections = connections
         self._pending_download = pending_download
         self._shutdown = shutdown
@@ -483,6 +488,26 @@ class MailboxBackend:
     ) -> bytes | None:
         result = self.mailbox.disseminate_object(data, nonce_trials_per_byte, payload_length_extra_bytes)
         return None if result is None else bytes.fromhex(result)
+
+    def await_disseminated(self, data: bytes, *, poll: float = 0.25) -> bytes | None:
+        """The inventory hash of a nonce-0 object of ``disseminate_object`` once the node has done
+        its PoW and published it (the reference answers only then), or None after
+        ``disseminate_wait`` seconds (the object is still published when its PoW is done)."""
+        lookup = getattr(self.mailbox, "disseminated_hash", None)
+        if lookup is None or self.disseminate_wait <= 0:
+            return None
+        deadline = time.monotonic() + self.disseminate_wait
+        payload = bytes(data[8:])
+        while True:
+            found = lookup(payload)
+            if found is not None:
+                return bytes.fromhex(found)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                _log.info("disseminatePreEncryptedMsg: PoW not done within %.0f s; answering without a hash",
+                          self.disseminate_wait)
+                return None
+            time.sleep(min(poll, left))
 
     def status_bar(self, message: str) -> None:
         _log.info("statusBar: %s", message)

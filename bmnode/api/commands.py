@@ -10,7 +10,8 @@ native XML-RPC values and errors are Faults. Transport and authentication live i
 
 Kept as the reference does: the error-0 texts count one parameter more than the command takes
 (the reference counts its ``self``); ``listAddressBookEntries``' optional label filter is the
-plain label, not base64 (current reference code).
+plain label, not base64 (current reference code); an inbox record's ``receivedTime`` is a
+string of decimal digits (the reference's TEXT column) while ``lastActionTime`` is an integer.
 
 Deliberate differences: the recipient of ``sendMessage`` is validated (as v0.6.3 did);
 arguments of the wrong type give a clear error 21 instead of a Python exception text; unknown
@@ -319,7 +320,9 @@ def inbox_record(m: InboxMessage) -> dict[str, Any]:
         "subject": _b64(_display_bytes(m.subject)),
         "message": _b64(_display_bytes(m.body)),
         "encodingType": int(m.encoding),
-        "receivedTime": int(m.received),
+        # A string: the reference's inbox column ``received`` has TEXT affinity, so SQLite hands
+        # the stored integer back as text ("1730000000"); lastActionTime stays an integer.
+        "receivedTime": str(int(m.received)),
         "read": 1 if m.read else 0,
     }
 
@@ -457,12 +460,18 @@ class Commands:
 
         return run
 
-    def _backend(self, call: _Call, name: str, *args: Any, texts: dict[int, str] | None = None, **kwargs: Any) -> Any:
-        """Call a backend method under the lock; coded refusals become APIError (reference texts)."""
+    def _backend(
+        self, call: _Call, name: str, *args: Any, texts: dict[int, str] | None = None, locked: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Call a backend method (under the lock unless ``locked`` is False: long waits);
+        coded refusals become APIError (reference texts)."""
         func = getattr(self.backend, name, None)
         if func is None:
             raise APIError(21, f"Unexpected API Failure - {call.method} is not available on this node")
         try:
+            if not locked:
+                return func(*args, **kwargs)
             with self._lock:
                 return func(*args, **kwargs)
         except self._error_types as e:
@@ -591,7 +600,8 @@ class Commands:
         if version not in (3, 4):
             raise APIError(2, f"The address version number currently must be 3 or 4. {version} isn't supported.")
         if _int_arg("streamNumber", streamNumber) != 1:
-            raise APIError(3, "The stream number must be 1. Others aren't supported.")
+            # The reference's text starts with a space ("API Error 0003:  The stream ...").
+            raise APIError(3, " The stream number must be 1. Others aren't supported.")
         return deterministic_addresses(secret, 1, version=version, stream=1, leading_zero_bytes=1)[0].address
 
     @command("createChan")
@@ -848,13 +858,18 @@ class Commands:
     ) -> str | None:
         """Store and announce a complete object given in hex; its inventory hash (hex).
 
-        When the nonce is 0 the node does the PoW first and there is no hash yet (legacy: ``null``)."""
+        When the nonce is 0 the node does the PoW first and answers once it is done; if that
+        takes longer than the node waits, there is no hash (legacy: ``null``)."""
         data = decode_hex(encryptedPayload)
         ntpb = _int_arg("nonceTrialsPerByte", nonceTrialsPerByte)
         extra = _int_arg("payloadLengthExtraBytes", payloadLengthExtraBytes)
         if ntpb < 1 or extra < 0:
             raise APIError(21, "Unexpected API Failure - the PoW difficulty parameters must be positive")
         inventory_hash = self._backend(call, "disseminate_object", data, ntpb, extra)
+        if inventory_hash is None and getattr(self.backend, "await_disseminated", None) is not None:
+            # Like the reference, answer with the hash once the PoW is done; waited for without
+            # the lock so that other API calls go on meanwhile.
+            inventory_hash = self._backend(call, "await_disseminated", data, locked=False)
         return None if inventory_hash is None else bytes(inventory_hash).hex()
 
     # ------------------------------------------------------------------ node

@@ -837,3 +837,9 @@ class Mailbox(AccountsMixin, FoldersMixin):
             "outbox": self.store.count("outbox"),
             "identities": len(self._ids),
         }
+
+    @locked
+    def inbox_stored_count(self) -> int:
+        """New inbox rows (messages and broadcasts) stored since start: a cheap way for the
+        process layer to notice arrivals (the ``apinotifypath`` events)."""
+        return self._counters.inbox_stored

@@ -30,6 +30,7 @@ from typing import Any
 import zmq
 
 from bmnode.api.backend import BackendError, Connection, MailboxBackend
+from bmnode.api.notify import STARTING_UP, ApiNotifier
 from bmnode.errors import BmnodeError
 from bmnode.node import bus
 
@@ -41,6 +42,9 @@ __all__ = ["API_FILE", "MailboxProxy", "NetView", "NodeApi", "NodeApiError", "Rp
 API_FILE = "api.json"
 #: Seconds an API call waits for the mailbox process (address generation can be slow).
 RPC_TIMEOUT = 120.0
+#: Seconds disseminatePreEncryptedMsg waits for the PoW of a nonce-0 object before answering
+#: without its hash (the reference waits as long as the PoW takes).
+DISSEMINATE_WAIT = 300.0
 
 
 class RpcClient:
@@ -228,7 +232,7 @@ def api_main(config: Any, *, bus_dir: str | None = None) -> int:
 
     backend = MailboxBackend(
         MailboxProxy(client), connections=net.connections, pending_download=net.pending_download,
-        shutdown=shutdown, software_version=__version__,
+        shutdown=shutdown, software_version=__version__, disseminate_wait=DISSEMINATE_WAIT,
     )
     server = start_api_server(
         backend, config.data_dir, config.api.host, config.api.port, username=config.api_user,
@@ -237,6 +241,11 @@ def api_main(config: Any, *, bus_dir: str | None = None) -> int:
     host, port = server.address
     api_file = write_api_file(config.data_dir, host, port, config.api_variant)
     log.info("API process up: http://%s:%d/ (address in %s)", host, port, api_file)
+    notify_path = getattr(config, "api_notify_path", None)
+    notifier = ApiNotifier(notify_path) if notify_path else None
+    if notifier is not None:  # the reference runs it once its API server is listening
+        log.info("apinotifypath: running %s %s", notify_path, STARTING_UP)
+        notifier.notify(STARTING_UP)
     try:
         while not stop.wait(0.5):
             pass
@@ -251,6 +260,8 @@ def api_main(config: Any, *, bus_dir: str | None = None) -> int:
         client.close()
         net.close()
         ctx.term()
+        if notifier is not None:
+            notifier.close(wait=2.0)
     log.info("API process stopped")
     return EXIT_STOP_NODE if shutdown_requested.is_set() else 0
 

@@ -220,6 +220,16 @@ def _api_password(value: Any, where: str) -> str | None:
     return value
 
 
+def _api_notify_path(value: Any, where: str) -> str | None:
+    """The apinotifypath program: a path or a name looked up in PATH; empty means none (as in the reference)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or "\x00" in value or any(c in value for c in "\r\n"):
+        raise _bad(where, f"expected the path of a program, got {value!r}")
+    value = value.strip()
+    return os.path.expanduser(value) if value else None
+
+
 API_VARIANTS = ("legacy", "xml")
 _BACKEND = re.compile(r"^(?:auto|python|native|opencl(?::\d{1,3}(?::\d{1,3})?)?)$")
 
@@ -234,6 +244,28 @@ def _pow_backend(value: Any, where: str) -> str:
     if isinstance(value, str) and _BACKEND.match(value.strip().lower()):
         return value.strip().lower()
     raise _bad(where, f"expected auto, python, native or opencl[:DEVICE], got {value!r}")
+
+
+def _tcp_endpoints(value: Any, where: str) -> tuple[str, ...]:
+    """ZeroMQ tcp endpoints to bind for remote PoW workers (tcp://HOST:PORT)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise _bad(where, f"expected a list of tcp://HOST:PORT endpoints, got {value!r}")
+    out = []
+    for v in value:
+        if not isinstance(v, str) or not re.fullmatch(r"tcp://[^\s/]+:\d{1,5}", v.strip()):
+            raise _bad(where, f"expected a tcp://HOST:PORT endpoint, got {v!r}")
+        out.append(v.strip())
+    return tuple(out)
+
+
+def _file_path(value: Any, where: str) -> Path | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)) and str(value).strip():
+        return Path(str(value).strip()).expanduser().absolute()
+    raise _bad(where, f"expected a file or folder path, got {value!r}")
 
 
 def _optional(check: Checker) -> Checker:
@@ -265,9 +297,14 @@ _CHECKERS: dict[str, Checker] = {
     "api_user": _api_user,
     "api_password": _api_password,
     "api_variant": _api_variant,
+    "api_notify_path": _api_notify_path,
     "pow_backend": _pow_backend,
     "pow_threads": _optional(_int_range(1, MAX_POW_THREADS)),
     "decrypt_workers": _optional(_int_range(0, MAX_DECRYPT_WORKERS)),
+    "pow_workers_bind": _tcp_endpoints,
+    "pow_secret_key": _file_path,
+    "pow_authorized_keys": _file_path,
+    "pow_insecure": _bool,
 }
 
 
@@ -317,12 +354,24 @@ class NodeConfig:
     api_password: str | None = field(default=None, repr=False)
     #: ``legacy`` (the reference's JSON-string results) or ``xml`` (native XML-RPC values).
     api_variant: str = "legacy"
+    #: The reference's ``apinotifypath``: a program run with one argument, ``startingUp``,
+    #: ``newMessage`` or ``newBroadcast``, when the API starts or a message/broadcast arrives.
+    api_notify_path: str | None = None
     #: PoW backend of the node's local PoW worker (auto, python, native, opencl[:DEVICE]).
     pow_backend: str = "auto"
     #: Threads of the native PoW backend (None: one per core).
     pow_threads: int | None = None
     #: Trial-decryption worker processes (0: in the mailbox process; None: one per spare core).
     decrypt_workers: int | None = None
+    #: Extra tcp endpoints where remote PoW workers (``bmnode pow worker``) connect to the
+    #: node's broker; none by default (the local worker uses ipc).
+    pow_workers_bind: tuple[str, ...] = ()
+    #: CURVE for those endpoints: the broker's NAME.key_secret (``bmnode pow keygen``) and the
+    #: folder of the workers' public NAME.key files. Without them, only loopback binds are allowed
+    #: unless ``pow_insecure`` is set.
+    pow_secret_key: Path | None = None
+    pow_authorized_keys: Path | None = None
+    pow_insecure: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -387,9 +436,14 @@ FLAGS: dict[str, str] = {
     "api_user": "--api-user",
     "api_password": "--api-password",
     "api_variant": "--api-variant",
+    "api_notify_path": "--api-notify-path",
     "pow_backend": "--pow-backend",
     "pow_threads": "--pow-threads",
     "decrypt_workers": "--decrypt-workers",
+    "pow_workers_bind": "--pow-workers-bind",
+    "pow_secret_key": "--pow-secret-key",
+    "pow_authorized_keys": "--pow-authorized-keys",
+    "pow_insecure": "--pow-insecure",
 }
 
 #: File keys besides the option names: alias -> (option, negated).
@@ -398,6 +452,7 @@ _ALIASES: dict[str, tuple[str, bool]] = {
     "no_bootstrap": ("bootstrap", True),
     "no_tls": ("tls", True),
     "no_dandelion": ("dandelion", True),
+    "apinotifypath": ("api_notify_path", False),  # the reference's keys.dat name
 }
 
 
@@ -509,12 +564,35 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="legacy (JSON-string results, what existing tools expect; default) or xml (native values)",
     )
     parser.add_argument(
+        "--api-notify-path", metavar="PROGRAM", default=None,
+        help="the reference's apinotifypath: run PROGRAM (no shell) with one argument, startingUp when the API "
+        "starts, newMessage when a message arrives in the inbox, newBroadcast when a broadcast arrives; "
+        "never waited for (a failure is only logged)",
+    )
+    parser.add_argument(
         "--pow-backend", metavar="NAME", default=None, help="auto (default), python, native or opencl[:DEVICE]"
     )
     parser.add_argument("--pow-threads", metavar="N", default=None, help="threads of the native PoW backend")
     parser.add_argument(
         "--decrypt-workers", metavar="N", default=None,
         help="trial-decryption worker processes (default: one per spare core, 1-8; 0: none)",
+    )
+    parser.add_argument(
+        "--pow-workers-bind", metavar="tcp://HOST:PORT", action="append", default=None,
+        help="also accept remote PoW workers (bmnode pow worker) here (repeatable); a non-loopback "
+        "address needs --pow-secret-key and --pow-authorized-keys (CURVE) or --pow-insecure",
+    )
+    parser.add_argument(
+        "--pow-secret-key", metavar="FILE", default=None,
+        help="the PoW broker's CURVE secret key (NAME.key_secret from bmnode pow keygen)",
+    )
+    parser.add_argument(
+        "--pow-authorized-keys", metavar="DIR", default=None,
+        help="folder of the public NAME.key files of the remote PoW workers allowed in",
+    )
+    parser.add_argument(
+        "--pow-insecure", dest="pow_insecure", action="store_const", const=True, default=None,
+        help="allow --pow-workers-bind on a non-loopback address without CURVE (anyone reaching it can pose as a worker)",
     )
 
 

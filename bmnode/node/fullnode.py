@@ -58,17 +58,28 @@ def resolved(config: Any) -> Any:
 
 def pow_main(config: Any, *, bus_dir: str | None = None) -> int:
     """Entry point of the PoW process: a broker serving the mailbox on ``E.pow`` with one
-    local worker thread (``config.pow_backend`` / ``config.pow_threads``)."""
-    from bmnode.pow.broker import BrokerConfig, serve_broker
+    local worker thread (``config.pow_backend`` / ``config.pow_threads``), and remote workers on
+    ``config.pow_workers_bind`` (CURVE when keys are configured)."""
+    from bmnode.pow.broker import serve_broker
 
     setup_process_logging(config.log_level, "pow")
     e = bus.Endpoints(bus_dir or config.data_dir)
     e.prepare()
-    cfg = BrokerConfig(
-        client_endpoints=[e.pow], worker_endpoints=[e.pow_workers], local_workers=1,
-        backend=config.pow_backend, threads=config.pow_threads,
+    return serve_broker(pow_broker_config(config, e))
+
+
+def pow_broker_config(config: Any, e: bus.Endpoints, local_workers: int = 1) -> Any:
+    """The node's PoW broker: the mailbox's jobs on ``e.pow`` (ipc), the local worker on
+    ``e.pow_workers``, remote workers on ``config.pow_workers_bind`` (CURVE with the node's keys)."""
+    from bmnode.pow.broker import BrokerConfig
+
+    return BrokerConfig(
+        client_endpoints=[e.pow], worker_endpoints=[e.pow_workers, *config.pow_workers_bind],
+        local_workers=local_workers, backend=config.pow_backend, threads=config.pow_threads,
+        curve_secret_key=str(config.pow_secret_key) if config.pow_secret_key else None,
+        curve_authorized_keys=str(config.pow_authorized_keys) if config.pow_authorized_keys else None,
+        insecure=config.pow_insecure,
     )
-    return serve_broker(cfg)
 
 
 def net_child(config: Any, *, bus_dir: str | None = None) -> int:
@@ -101,10 +112,27 @@ def make_supervisor(config: Any, *, bus_dir: str | None = None, **options: Any) 
     return Supervisor(build_children(config, bus_dir=bus_dir), **options)
 
 
+def check_pow_settings(config: Any) -> None:
+    """Fail before any process starts (ConfigError) when the remote-worker settings cannot work:
+    unreadable or mismatched CURVE keys, or a non-loopback bind in plaintext without
+    ``pow_insecure``; the broker would otherwise fail and be restarted over and over."""
+    from bmnode.errors import ConfigError
+    from bmnode.pow.curve_keys import check_exposure, server_curve
+
+    curve_given = config.pow_secret_key is not None or config.pow_authorized_keys is not None
+    try:
+        curve = server_curve(config.pow_secret_key, config.pow_authorized_keys) if curve_given else None
+        check_exposure(config.pow_workers_bind, curve is not None, config.pow_insecure)
+    except ConfigError as exc:
+        raise ConfigError(f"PoW broker settings (--pow-workers-bind, --pow-secret-key, --pow-authorized-keys, "
+                          f"--pow-insecure): {exc}") from exc
+
+
 def run_full_node(config: Any) -> int:
     """``bmnode run``: supervise the full node until SIGTERM/SIGINT or the API's shutdown."""
     setup_process_logging(config.log_level, "supervisor")
     config = resolved(config)
+    check_pow_settings(config)
     sup = make_supervisor(config)
     log.info(
         "bmnode full node (pid %d): data %s, peers on %s, API on %s (%s), network PoW %d:%d, "

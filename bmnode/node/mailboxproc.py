@@ -29,6 +29,7 @@ this process keeps only caches, so kill -9 at any moment loses nothing.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -42,6 +43,7 @@ from typing import Any
 
 import zmq
 
+from bmnode.api.notify import ApiNotifier
 from bmnode.crypto.ecies import MIN_BLOB_SIZE
 from bmnode.errors import BmnodeError, MalformedMessage, PowError
 from bmnode.mailbox import ApiError, Mailbox, MailboxConfig, Outgoing, PowJob
@@ -49,7 +51,7 @@ from bmnode.node import bus
 from bmnode.node.decryptpool import DecryptPool
 from bmnode.pow.backend import Solution
 from bmnode.pow.broker import PowClient, PowLimit
-from bmnode.protocol.constants import OBJECT_MSG
+from bmnode.protocol.constants import OBJECT_BROADCAST, OBJECT_MSG
 from bmnode.protocol.objects import parse_header
 from bmnode.protocol.validation import check_relay
 from bmnode.store.inventory import INVENTORY_FILE
@@ -69,7 +71,7 @@ RPC_METHODS = frozenset({
     "get_deterministic_address", "inbox_message_ids", "sent_message_ids", "trash_message", "force_pow",
 })
 #: Calls answered by this process itself rather than the Mailbox.
-RPC_LOCAL = frozenset({"ping", "node_status"})
+RPC_LOCAL = frozenset({"ping", "node_status", "disseminated_hash"})
 #: Calls after which the keys of the decrypt workers are recomputed.
 IDENTITY_METHODS = frozenset({
     "create_random_address", "create_deterministic_addresses", "create_chan", "join_chan", "leave_chan",
@@ -79,13 +81,15 @@ IDENTITY_METHODS = frozenset({
 READ_METHODS = frozenset({
     "list_addresses", "list_addressbook", "list_subscriptions", "inbox_messages", "inbox_messages_by_receiver",
     "sent_messages", "sent_messages_by_sender", "sent_message", "sent_message_by_ackdata", "get_status", "counters",
-    "get_deterministic_address", "inbox_message_ids", "sent_message_ids", "ping", "node_status",
+    "get_deterministic_address", "inbox_message_ids", "sent_message_ids", "ping", "node_status", "disseminated_hash",
 })
 #: Priorities of PoW jobs at the broker: what a waiting peer needs first.
 PRIORITY = {"ack": 2, "msg": 2, "pubkey": 3, "getpubkey": 1, "broadcast": 1, "object": 0}
 #: Mailbox setting holding the last inventory row id processed.
 MARK_SETTING = "mailboxproc.inventory_mark"
 _DONE_CACHE = 200_000
+#: Objects of disseminatePreEncryptedMsg remembered (payload digest -> inventory hash).
+_DISSEMINATED_CACHE = 1000
 #: Object bytes read by one step of the catch-up cursor at most.
 SCAN_BYTES = 8 << 20
 
@@ -174,8 +178,12 @@ class MailboxService:
         inject_timeout: float = 10.0,
         pow_resubmit: float = 20.0,
         clock: Callable[[], float] = time.time,
+        notify: Callable[[str], Any] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        #: Called with ``newMessage`` / ``newBroadcast`` when one is stored in the inbox
+        #: (the reference's apinotifypath events); must not block (see ApiNotifier).
+        self.notify = notify
         self.endpoints = endpoints
         self.config = config or MailboxConfig()
         self.decrypt_workers = decrypt_workers
@@ -212,6 +220,9 @@ class MailboxService:
         self._next_scan = 0.0
         self._next_housekeeping = 0.0
         self._tick_due = True
+        #: sha512(object without its nonce) -> inventory hash, for objects handed in through the
+        #: API (``disseminate_object``): how the API learns the hash once the PoW is done.
+        self._disseminated: OrderedDict[bytes, bytes] = OrderedDict()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -318,6 +329,7 @@ class MailboxService:
     def _run(self, action: Callable[[Mailbox, int], Iterable[PowJob | Outgoing]]) -> None:
         """Call the mailbox and carry out the PoW jobs and objects it returns."""
         assert self.mailbox is not None
+        stored = self._inbox_count()
         try:
             results = list(action(self.mailbox, self._now()))
         except BmnodeError as exc:
@@ -326,7 +338,27 @@ class MailboxService:
         except Exception:  # a bug: logged, and the process goes on serving the API
             log.exception("mailbox call failed")
             return
+        finally:
+            # Outside receive_object only a msg of ours to ourselves (or a chan) reaches the inbox.
+            self._notify_stored(stored, OBJECT_MSG)
         self._carry_out(results)
+
+    def _inbox_count(self) -> int:
+        return self.mailbox.inbox_stored_count() if self.notify is not None and self.mailbox is not None else 0
+
+    def _notify_stored(self, before: int, object_type: int | None) -> None:
+        """Fire newMessage/newBroadcast once per inbox row stored since ``before``."""
+        if self.notify is None or self.mailbox is None:
+            return
+        new = self.mailbox.inbox_stored_count() - before
+        if new <= 0:
+            return
+        event = "newBroadcast" if object_type == OBJECT_BROADCAST else "newMessage"
+        for _ in range(new):
+            try:
+                self.notify(event)
+            except Exception:  # noqa: BLE001 - a hook must never stop the mailbox
+                log.exception("apinotifypath hook failed")
 
     def _carry_out(self, results: Iterable[PowJob | Outgoing]) -> None:
         for r in results:
@@ -389,11 +421,18 @@ class MailboxService:
 
     def _process(self, h: bytes, obj: bytes) -> None:
         assert self.mailbox is not None
+        stored = self._inbox_count()
         try:
             acks = self.mailbox.receive_object(obj, self._now(), validated=True)
         except Exception:  # a bug must not stop the mailbox; the object is logged and skipped
             log.exception("processing object %s failed", h.hex())
             acks = []
+        if self.notify is not None:
+            try:
+                object_type: int | None = parse_header(obj).object_type
+            except MalformedMessage:
+                object_type = None
+            self._notify_stored(stored, object_type)
         self.counters["processed"] += 1
         for out in acks:
             self._publish(out)
@@ -482,6 +521,10 @@ class MailboxService:
         """Hand a finished object to the net process (again after ``inject_timeout``)."""
         assert self._net is not None
         h = out.hash
+        if out.kind == "object":
+            self._disseminated[hashlib.sha512(out.object[8:]).digest()] = h
+            while len(self._disseminated) > _DISSEMINATED_CACHE:
+                self._disseminated.popitem(last=False)
         rid = self._next_request
         self._next_request += 1
         self._requests[rid] = h
@@ -622,8 +665,10 @@ class MailboxService:
         self.counters["rpc"] += 1
         method = req.method
         try:
-            if method in RPC_LOCAL:
-                result: Any = self.status() if method == "node_status" else {"pid": _pid()}
+            if method == "disseminated_hash":
+                result: Any = self.disseminated_hash(*req.args, **req.kwargs)
+            elif method in RPC_LOCAL:
+                result = self.status() if method == "node_status" else {"pid": _pid()}
             elif method in RPC_METHODS:
                 result = getattr(self.mailbox, method)(*req.args, **req.kwargs)
             else:
@@ -645,6 +690,14 @@ class MailboxService:
         if method not in READ_METHODS:
             self._tick_due = True
         return bus.RpcReply(id=req.id, ok=True, result=result)
+
+    def disseminated_hash(self, payload: bytes) -> str | None:
+        """The inventory hash (hex) of the published object whose bytes after the nonce are
+        ``payload`` (an object of disseminatePreEncryptedMsg whose PoW is done), else None."""
+        if not isinstance(payload, (bytes, bytearray)):
+            raise ApiError(22, "Decode error - the object must be given as bytes")
+        h = self._disseminated.get(hashlib.sha512(bytes(payload)).digest())
+        return None if h is None else h.hex()
 
     def status(self) -> dict[str, Any]:
         """Counters of this process, the pool and the mailbox (the ``node_status`` call)."""
@@ -681,14 +734,18 @@ def mailbox_main(config: Any, *, bus_dir: str | None = None) -> int:
     from bmnode.node.decryptpool import default_workers
 
     workers = config.decrypt_workers if config.decrypt_workers is not None else default_workers()
+    notify_path = getattr(config, "api_notify_path", None)
+    notifier = ApiNotifier(notify_path) if notify_path else None
     service = MailboxService(
         config.data_dir, bus.Endpoints(bus_dir or config.data_dir), config=mailbox_config(config),
-        decrypt_workers=workers,
+        decrypt_workers=workers, notify=notifier.notify if notifier is not None else None,
     )
     try:
         service.open()
         service.run(stop)
     finally:
         service.close()
+        if notifier is not None:
+            notifier.close(wait=2.0)
     log.info("mailbox process stopped")
     return 0

@@ -51,6 +51,7 @@ from bmnode.api.commands import ERROR_TEXTS, Commands
 from bmnode.api.xmlrpc import ApiServer, handle_request_body, start_api_server
 from bmnode.crypto.addresses import decode_address, encode_address, encode_address_data
 from bmnode.crypto.generation import chan_address, deterministic_addresses, join_chan
+from bmnode.crypto.identity import chan_label
 from bmnode.errors import ConfigError, InvalidAddress
 from bmnode.mailbox import Mailbox, MailboxConfig
 from bmnode.mailbox.jobs import run_until_idle
@@ -115,7 +116,7 @@ class FakeBackend:
 
     @staticmethod
     def _chan_label(passphrase: bytes) -> str:
-        return "[chan] " + passphrase.decode("utf-8", "replace")
+        return chan_label(passphrase)
 
     def create_chan(self, passphrase):
         address = chan_address(passphrase).address

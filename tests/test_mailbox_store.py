@@ -163,6 +163,16 @@ def test_pubkeys_keep_used_flag_and_expire(store):
     assert [p.address for p in store.pubkeys()] == ["BM-a", "BM-c"]
 
 
+def test_pubkeys_stored_as_used_are_never_expired(store):
+    # A sender's pubkey from a msg/broadcast or an awaited one (usedpersonally='yes').
+    store.put_pubkey("BM-s", 4, b"from a msg", NOW - 100 * 86400, used=True)
+    store.put_pubkey("BM-s", 4, b"refreshed", NOW - 90 * 86400)  # a later plain store keeps the flag
+    store.put_pubkey("BM-u", 3, b"unsolicited", NOW - 90 * 86400)
+    assert store.pubkey("BM-s").used and not store.pubkey("BM-u").used
+    assert store.expire_pubkeys(NOW - 28 * 86400) == 1
+    assert [p.address for p in store.pubkeys()] == ["BM-s"]
+
+
 def test_awaiting_jobs_outbox(store):
     aw = AwaitingRow("BM-x", 4, 1, b"r" * 20, b"t" * 32, 0, 0, 0)
     store.put_awaiting(aw)

@@ -27,11 +27,22 @@ from bmnode.protocol.encoding import MAX_UINT64, Reader
 from bmnode.protocol.hashing import ripe_of
 from bmnode.protocol.objects import BEHAVIOR_DOES_ACK, PubkeyData
 
-__all__ = ["ADDRESS_VERSIONS", "Identity", "PubkeyRecord"]
+__all__ = ["ADDRESS_VERSIONS", "Identity", "PubkeyRecord", "chan_label"]
 
 #: Address versions that can own keys and exchange messages (v1 is obsolete RSA).
 ADDRESS_VERSIONS = (2, 3, 4)
 _MAX_U32 = 0xFFFFFFFF
+
+
+def chan_label(name: bytes | str) -> str:
+    """The reference's label of a chan (9.6): ``[chan] <name>``, or ``[chan] <repr>`` when the
+    name is not UTF-8 (Python 2's repr of the bytes, e.g. ``[chan] 'caf\\xe9'``)."""
+    if isinstance(name, str):
+        return f"[chan] {name}"
+    try:
+        return f"[chan] {bytes(name).decode('utf-8')}"
+    except UnicodeDecodeError:
+        return f"[chan] {repr(bytes(name))[1:]}"
 
 
 def _check_version_stream(version: int, stream: int) -> None:
@@ -299,7 +310,7 @@ class Identity:
     @classmethod
     def for_chan(cls, name: bytes | str, *, version: int = 4, stream: int = 1, **options: Any) -> "Identity":
         """The chan identity of ``name`` (9.6): deterministic keys, ``chan=True``, network difficulty."""
-        options.setdefault("label", f"[chan] {name.decode('utf-8', 'replace') if isinstance(name, bytes) else name}")
+        options.setdefault("label", chan_label(name))
         return cls.from_generated(chan_address(name, version=version, stream=stream), chan=True, **options)
 
     # ---- derived values

@@ -8,7 +8,7 @@ from typing import Any
 
 from bmnode.crypto.derived import address_key_and_tag
 from bmnode.crypto.generation import deterministic_addresses, join_chan, random_address
-from bmnode.crypto.identity import Identity
+from bmnode.crypto.identity import Identity, chan_label
 from bmnode.errors import InvalidAddress, InvalidObject, MalformedMessage
 from bmnode.mailbox.args import bool_arg, clock, int_arg, label_arg, multiplier_arg, passphrase_arg
 from bmnode.mailbox.base import MailboxBase, locked, log
@@ -149,7 +149,7 @@ class AccountsMixin(MailboxBase):
             raise ApiError(18) from None
         ident = Identity.from_generated(
             gen, chan=True, nonce_trials_per_byte=self.config.min_ntpb, extra_bytes=self.config.min_extra,
-            label=f"[chan] {name.decode('utf-8', 'replace')}",
+            label=chan_label(name),
         )
         if self.store.identity(ident.address) is not None:
             raise ApiError(24)

@@ -133,11 +133,13 @@ class MailboxBase:
             self._blocked = lambda a: a in black
 
     def _reload_trusted(self) -> None:
-        # 10.4 step 7 / 8.4: address book, subscriptions, whitelist (and our own addresses).
+        # 10.4 step 7 / 8.4: the address book and the enabled subscriptions and whitelist entries,
+        # as the reference's isAddressInMyAddressBookSubscriptionsListOrWhitelist. Our own
+        # addresses are not in it: a msg to one of them or to a chan carries the sender's own
+        # demand (chan members reply with it), and msgs to ourselves skip the check anyway.
         trusted = {a for a, _ in self.store.addressbook()}
-        trusted |= {a for a, _, _ in self.store.subscriptions()}
+        trusted |= {a for a, _, e in self.store.subscriptions() if e}
         trusted |= {a for a, _, e in self.store.access_list("white") if e}
-        trusted |= set(self._ids)
         self._trusted = frozenset(trusted)
 
     def _reload_awaited(self) -> None:

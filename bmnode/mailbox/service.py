@@ -248,10 +248,12 @@ class Mailbox(AccountsMixin, FoldersMixin):
         except ObjectDropped:
             return
         with self.store.tx():
-            self._store_pubkey(opened.record, now)
+            self._store_pubkey(opened.record, now, used=wanted is not None)
 
-    def _store_pubkey(self, record: PubkeyRecord, now: int) -> None:
-        self.store.put_pubkey(record.address, record.version, record.data, now)
+    def _store_pubkey(self, record: PubkeyRecord, now: int, *, used: bool = True) -> None:
+        """Store a sender's or awaited pubkey (kept for good, as the reference's usedpersonally);
+        ``used=False`` for a v2/v3 pubkey object nobody asked for (expires after 28 days)."""
+        self.store.put_pubkey(record.address, record.version, record.data, now, used=used)
         self._pubkey_arrived(record.address, now)
 
     def _pubkey_arrived(self, address: str, now: int) -> None:
@@ -293,15 +295,19 @@ class Mailbox(AccountsMixin, FoldersMixin):
         return self.accept_msg(received, now)
 
     @locked
-    def accept_msg(self, received: ReceivedMsg, now: int | None = None) -> list[Outgoing]:
+    def accept_msg(self, received: ReceivedMsg, now: int | None = None, *, local: bool = False) -> list[Outgoing]:
         """The database half of receiving a msg (10.4 steps 6, 8, 10-12) for a msg opened by
         :func:`open_msg` (e.g. in a trial-decryption worker): store the sender's pubkey, apply
-        the black/white list, store the message once, return the ack to publish."""
+        the black/white list, store the message once, return the ack to publish.
+
+        ``local``: a msg this node sent to one of its own addresses or a chan; like the
+        reference's sendMsg, it goes into the inbox whatever the black/white list says."""
         now = clock(now)
         r = received
         with self.store.tx():
-            self._store_pubkey(r.sender, now)
-            if self._blocked(r.from_address):
+            if not local:  # our own keys need no pubkeys row
+                self._store_pubkey(r.sender, now)
+            if not local and self._blocked(r.from_address):
                 log.info("msg from blocked address %s dropped", r.from_address)
                 return []
             if not r.stores_in_inbox:
@@ -760,12 +766,16 @@ class Mailbox(AccountsMixin, FoldersMixin):
             status, next_action = MSGSENTNOACKEXPECTED, 0
         self.store.update_sent(row.id, msgid=h, object=obj, status=status, next_action=next_action, last_action=now)
         out = [self._publish(obj, "msg", now)]
-        if row.to_address in self._ids:
-            # To ourselves or a chan: our own node stores it too (9.6).
+        own = self._ids.get(row.to_address)
+        if own is not None:
+            # To ourselves or a chan: our own node stores it too (9.6), as the reference's sendMsg
+            # does: with the recipient's key alone (enabled or not), no difficulty or list check.
             try:
-                out.extend(self._receive_msg(parse_object(obj), now))
-            except (MalformedMessage, InvalidObject):  # pragma: no cover - we just built it
-                pass
+                received = open_msg(obj, Keyring([own]), now=now, check_difficulty=False, streams=[own.stream])
+            except ObjectDropped as exc:  # pragma: no cover - we just built it
+                log.warning("msg %s to own address %s does not open: %s", row.ackdata.hex(), own.address, exc)
+            else:
+                out.extend(self.accept_msg(received, now, local=True))
         log.info("msg %s sent as %s (%s)", row.ackdata.hex(), h.hex(), status)
         return out
 

@@ -127,16 +127,39 @@ def _inflate(data: bytes, limit: int) -> bytes:
         raise MessageDecodeError(f"extended message: bad zlib data ({exc})") from None
     if len(out) > limit:
         raise DecompressionLimitExceeded(f"extended message inflates to more than {limit} bytes")
-    if not d.eof:
-        raise MessageDecodeError(f"extended message: zlib stream incomplete after {len(data)} bytes", len(data))
+    # A stream cut short (no end marker or checksum) is not an error: like the reference's
+    # decompressobj loop, whatever it inflated to goes to msgpack, which refuses partial data.
     return out
 
 
+def _py2_str(value: Any, nested: bool = False) -> bytes:
+    """What the reference's Python 2 ``str(value)`` gives for a non-string msgpack value.
+
+    Scalars are exact; in containers, strings appear as Python 2 reprs (key order is msgpack's).
+    """
+    if isinstance(value, bytes):
+        return repr(value)[1:].encode() if nested else value
+    if isinstance(value, bool) or value is None:
+        return str(value).encode()
+    if isinstance(value, int):  # beyond 64-bit signed, Python 2 has a long: its repr ends in L
+        return (str(value) + ("L" if nested and not -(1 << 63) <= value < 1 << 63 else "")).encode()
+    if isinstance(value, float):
+        text = repr(value) if nested else format(value, ".12g")
+        if text.lstrip("-").isdigit():
+            text += ".0"
+        return text.encode()
+    if isinstance(value, (list, tuple)):
+        return b"[" + b", ".join(_py2_str(v, True) for v in value) + b"]"
+    if isinstance(value, dict):
+        return b"{" + b", ".join(_py2_str(k, True) + b": " + _py2_str(v, True) for k, v in value.items()) + b"}"
+    return repr(value).encode("utf-8", "replace")
+
+
 def _field_text(m: dict[Any, Any], key: bytes) -> tuple[str, bytes]:
+    # The reference takes str/bin values as they are and any other value as Python 2 str(value).
     value = m.get(key, b"")
-    if not isinstance(value, bytes):
-        raise MessageDecodeError(f"extended message: {key.decode()!r} is a {type(value).__name__}, not str/bin")
-    return _text(value), value
+    raw = value if isinstance(value, bytes) else _py2_str(value)
+    return _text(raw), raw
 
 
 def _decode_extended(data: bytes, limit: int) -> DecodedMessage:

@@ -599,13 +599,15 @@ class MailboxStore:
 
     # ---- pubkeys of other addresses
 
-    def put_pubkey(self, address: str, version: int, data: bytes, when: int) -> None:
-        """Store (or refresh) the pubkey data of ``address``, keeping its "used" flag."""
+    def put_pubkey(self, address: str, version: int, data: bytes, when: int, *, used: bool = False) -> None:
+        """Store (or refresh) the pubkey data of ``address``, keeping its "used" flag; ``used``
+        sets it (the reference's usedpersonally='yes': pubkeys that came with a msg or broadcast,
+        or that we awaited, are never expired)."""
         self._exec(
-            "INSERT INTO pubkeys (address, version, data, received) VALUES (?, ?, ?, ?) "
+            "INSERT INTO pubkeys (address, version, data, received, used) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (address) DO UPDATE SET version = excluded.version, data = excluded.data, "
-            "received = excluded.received",
-            (address, int(version), bytes(data), int(when)),
+            "received = excluded.received, used = max(used, excluded.used)",
+            (address, int(version), bytes(data), int(when), int(bool(used))),
         )
 
     def pubkey(self, address: str) -> PubkeyRow | None:

@@ -36,6 +36,7 @@ from bmnode.protocol.constants import (
 )
 from bmnode.protocol.encoding import MAX_UINT64
 from bmnode.protocol.framing import Frame, FrameDecoder, FramingError, frame
+from bmnode.protocol.hosts import encode_host
 from bmnode.protocol.messages import (
     Error,
     Message,
@@ -151,11 +152,14 @@ class Connection(asyncio.Protocol):
         outbound: bool,
         dialled: tuple[str, int] | None = None,
         nonce: bytes | None = None,
+        proxied: bool = False,
     ) -> None:
         self.owner = owner
         self.settings = settings
         self.outbound = outbound
         self.dialled = dialled
+        #: Dialled through a SOCKS proxy: the socket's peer is the proxy, the peer is ``dialled``.
+        self.proxied = proxied
         self.nonce = nonce if nonce is not None else os.urandom(8)
         self.state = State.CONNECTING
         self.transport: asyncio.Transport | None = None
@@ -243,7 +247,7 @@ class Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=self.settings.write_high_water, low=self.settings.write_high_water // 4)
-        peer = transport.get_extra_info("peername")
+        peer = None if self.proxied else transport.get_extra_info("peername")
         if peer:
             host = str(peer[0]).split("%", 1)[0]
             if host.startswith("::ffff:") and "." in host:
@@ -379,8 +383,15 @@ class Connection(asyncio.Protocol):
             self._send_version()
 
     def _send_version(self) -> None:
+        remote = self.host
+        try:
+            encode_host(remote, truncate=True)
+        except MalformedMessage:
+            # A DNS name dialled through a proxy: its address is unknown here (the reference
+            # then sends 127.0.0.1 too).
+            remote = "127.0.0.1"
         v = build_version(
-            remote_host=self.host,
+            remote_host=remote,
             remote_port=self.port,
             nonce=self.nonce,
             timestamp=int(self.settings.clock()),

@@ -23,7 +23,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from bmnode.net.bootstrap import BOOTSTRAP_NAMES
+from bmnode.net.bootstrap import BOOTSTRAP_NAMES, BOOTSTRAP_ONION
 from bmnode.net.connection import (
     ERR_SELF,
     ERR_SERVER_FULL,
@@ -34,6 +34,7 @@ from bmnode.net.connection import (
 from bmnode.net.dandelion import LOCAL, DandelionState
 from bmnode.net.download import DownloadTracker
 from bmnode.net.settings import NetSettings
+from bmnode.net.socks import ProxyRefused, ProxySettings, open_via_proxy
 from bmnode.net.tls import tls_available
 from bmnode.protocol.constants import (
     MAX_ADDR_ENTRIES,
@@ -63,6 +64,8 @@ log = logging.getLogger(__name__)
 Peer = tuple[str, int]
 #: Seconds between one-off bootstrap connection attempts (12.3).
 BOOTSTRAP_RETRY = 300.0
+#: At most one warning this often that the SOCKS proxy itself is unreachable.
+PROXY_WARN_INTERVAL = 60.0
 #: Called for every new valid object: (inventory hash, object bytes, verdict, local?).
 ObjectHook = Callable[[bytes, bytes, RelayVerdict, bool], None]
 
@@ -97,6 +100,10 @@ class InjectResult:
     @property
     def accepted(self) -> bool:
         return self.verdict.accept
+
+
+def _is_onion(host: str) -> bool:
+    return host.lower().endswith(".onion")
 
 
 def _is_loopback(host: str) -> bool:
@@ -178,6 +185,7 @@ class RelayNode:
         self._running = False
         self._last_cleanup = 0.0
         self._next_bootstrap = 0.0
+        self._proxy_warned_at = -PROXY_WARN_INTERVAL
         self.listen_port = s.listen_port
         self.counters: Counter[str] = Counter()
         self.started_at = 0.0
@@ -217,6 +225,11 @@ class RelayNode:
             self.listen_port = self._server.sockets[0].getsockname()[1]
             self.conn_settings.listen_port = self.listen_port
             log.info("listening on %s:%d (services %#x)", s.listen_host, self.listen_port, self.services)
+        if s.proxy is not None:
+            log.info(
+                "outbound peers through the %s%s", s.proxy,
+                "" if s.listen else "; not accepting inbound peers (socks_listen is off)",
+            )
         if s.bootstrap:
             seeded = self.knownnodes.seed_defaults(int(self.clock()))
             if seeded:
@@ -897,7 +910,7 @@ class RelayNode:
         s = self.settings
         connected = self._connected_addrs() | set(self._dialing)
         for peer in s.peers:
-            if peer in connected or peer in self._self_addrs:
+            if peer in connected or peer in self._self_addrs or not self.can_dial(peer[0]):
                 continue
             due, _ = self._retry.get(peer, (0.0, 0.0))
             if mono >= due:
@@ -906,7 +919,7 @@ class RelayNode:
             self._next_bootstrap = mono + BOOTSTRAP_RETRY
             if self.knownnodes.only_defaults():
                 # 12.3: nothing but the built-in list is known; ask a bootstrap host for addresses.
-                self._dial(self.rng.choice(BOOTSTRAP_NAMES))
+                self._dial(self._bootstrap_target())
         want = s.max_outbound - len([c for c in self.outbound() if not c.dialled or c.dialled not in s.peers])
         want -= len([p for p in self._dialing if p not in s.peers])
         room = s.max_half_open - len(self._dialing)
@@ -938,6 +951,8 @@ class RelayNode:
             for peer in picks:
                 if not s.allow_private_peers and not is_public(peer[0]):
                     continue
+                if not self.can_dial(peer[0]):
+                    continue
                 due, _ = self._retry.get(peer, (0.0, 0.0))
                 if mono < due:
                     continue
@@ -945,6 +960,19 @@ class RelayNode:
                 want -= 1
             if want <= 0:
                 return
+
+    def can_dial(self, host: str) -> bool:
+        """Whether ``host`` may be dialled: .onion peers only through a proxy (without one the
+        name would go to the local resolver, a leak, and fail)."""
+        return self.settings.proxy is not None or not _is_onion(host)
+
+    def _bootstrap_target(self) -> Peer:
+        """12.3 target: a bootstrap name; through SOCKS5, half of the time the reference's
+        bootstrap onion instead. Behind a proxy the name is resolved by the proxy."""
+        proxy = self.settings.proxy
+        if proxy is not None and proxy.kind == "socks5" and self.rng.random() < 0.5:
+            return BOOTSTRAP_ONION
+        return self.rng.choice(BOOTSTRAP_NAMES)
 
     def _backoff(self, peer: Peer) -> None:
         """Do not dial ``peer`` again before a delay that doubles per failure (up to a cap)."""
@@ -959,22 +987,32 @@ class RelayNode:
     def _dial(self, peer: Peer) -> None:
         if peer in self._dialing or self._loop is None:
             return
+        if not self.can_dial(peer[0]):
+            log.debug("not dialling %s:%d: .onion peers need a SOCKS proxy", *peer)
+            return
         self._dialing[peer] = self._loop.create_task(self._dial_task(peer))
 
     async def _dial_task(self, peer: Peer) -> None:
         host, port = peer
         assert self._loop is not None
+        proxy = self.settings.proxy
         try:
-            await asyncio.wait_for(
-                self._loop.create_connection(
-                    lambda: Connection(self, self.conn_settings, outbound=True, dialled=peer), host, port
-                ),
-                self.settings.connect_timeout,
-            )
+            if proxy is None:
+                await asyncio.wait_for(
+                    self._loop.create_connection(
+                        lambda: Connection(self, self.conn_settings, outbound=True, dialled=peer), host, port
+                    ),
+                    self.settings.connect_timeout,
+                )
+            else:
+                await asyncio.wait_for(self._dial_proxied(peer, proxy), self.settings.proxy_timeout)
             self.counters["dial_ok"] += 1
         except (OSError, asyncio.TimeoutError) as exc:
             self.counters["dial_failed"] += 1
-            log.debug("dialling %s:%d failed: %s", host, port, exc)
+            if proxy is not None:
+                self._log_proxy_failure(peer, proxy, exc)
+            else:
+                log.debug("dialling %s:%d failed: %s", host, port, exc)
             try:
                 self.knownnodes.decrease_rating(host, port)
             except Exception:
@@ -982,6 +1020,41 @@ class RelayNode:
             self._backoff(peer)
         finally:
             self._dialing.pop(peer, None)
+
+    async def _dial_proxied(self, peer: Peer, proxy: ProxySettings) -> None:
+        """Connect through the proxy, then run the usual connection (handshake, TLS) on it."""
+        assert self._loop is not None
+        sock = await open_via_proxy(proxy, peer[0], peer[1])
+        try:
+            await self._loop.create_connection(
+                lambda: Connection(self, self.conn_settings, outbound=True, dialled=peer, proxied=True), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+
+    def _log_proxy_failure(self, peer: Peer, proxy: ProxySettings, exc: BaseException) -> None:
+        """Why a proxied dial failed: the proxy's refusal (its reply code's meaning) at DEBUG,
+        INFO for configured peers; a proxy that is down, silent or not SOCKS as a WARNING at
+        most once a minute (every dial fails the same way then)."""
+        self.counters["dial_failed_proxy"] += 1
+        where = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+        if isinstance(exc, asyncio.TimeoutError):
+            reason = f"no answer from the {proxy} within {self.settings.proxy_timeout:g} s"
+        else:
+            reason = str(exc) or type(exc).__name__
+        if isinstance(exc, ProxyRefused):
+            # The peer's failure (most known nodes are gone): as visible as a direct failed
+            # dial, except for the peers the operator configured.
+            level = logging.INFO if peer in self.settings.peers else logging.DEBUG
+            log.log(level, "dialling %s through the %s failed: %s", where, proxy, reason)
+            return
+        mono = time.monotonic()
+        if mono - self._proxy_warned_at >= PROXY_WARN_INTERVAL:
+            self._proxy_warned_at = mono
+            log.warning("dialling %s failed: %s", where, reason)
+        else:
+            log.debug("dialling %s failed: %s", where, reason)
 
 
 __all__ = ["InjectResult", "PeerState", "RelayNode"]

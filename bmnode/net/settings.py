@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from bmnode.net.dandelion import FLUFF_BASE, FLUFF_MEAN, REFRESH_INTERVAL, STEM_PROBABILITY
 from bmnode.net.download import REQUEST_TIMEOUT
+from bmnode.net.socks import ProxySettings
 from bmnode.protocol.constants import (
     DEFAULT_MAX_BOOTSTRAP_CONNECTIONS,
     DEFAULT_MAX_OUTBOUND,
@@ -59,6 +60,11 @@ class NetSettings:
     allow_private_peers: bool = False
     #: Accept objects of streams we did not join (the reference's ``acceptmismatch``).
     accept_mismatch: bool = False
+    #: Dial every outbound peer through this SOCKS proxy (Tor); None = direct. With a proxy,
+    #: .onion peers become dialable and host names are resolved by the proxy, never here.
+    proxy: ProxySettings | None = None
+    #: Bound on a proxied dial (proxy connect + SOCKS handshake; Tor circuits are slow).
+    proxy_timeout: float = 30.0
 
     # --- connection rules -----------------------------------------------------------
     #: Extra inbound head-room before new TCP connections are refused outright (4.9).
@@ -145,6 +151,10 @@ def settings_from_config(cfg: "NodeConfig", **overrides: Any) -> NetSettings:
         user_agent=cfg.user_agent.encode("utf-8"),
         allow_private_peers=cfg.allow_private_peers,
     )
+    proxy = proxy_from_config(cfg)
+    # As the reference: behind a proxy the node accepts no inbound peers unless told to.
+    s.listen = proxy is None or bool(getattr(cfg, "socks_listen", False))
+    s.proxy = proxy
     names = {f.name for f in fields(NetSettings)}
     for k, v in overrides.items():
         if k not in names:
@@ -153,4 +163,22 @@ def settings_from_config(cfg: "NodeConfig", **overrides: Any) -> NetSettings:
     return s
 
 
-__all__ = ["NetSettings", "settings_from_config"]
+def proxy_from_config(cfg: "NodeConfig") -> ProxySettings | None:
+    """The SOCKS proxy of a config, or None for direct connections. Credentials go along
+    when ``socks_authentication`` is on, or (unset) whenever a user name is given."""
+    kind = getattr(cfg, "socks_proxy_type", "none")
+    if kind == "none":
+        return None
+    auth = cfg.socks_authentication
+    if auth is None:
+        auth = cfg.socks_username is not None
+    return ProxySettings(
+        kind=kind,
+        host=cfg.socks_host,
+        port=cfg.socks_port,
+        username=cfg.socks_username if auth else None,
+        password=cfg.socks_password if auth and kind == "socks5" else None,
+    )
+
+
+__all__ = ["NetSettings", "proxy_from_config", "settings_from_config"]

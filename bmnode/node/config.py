@@ -275,6 +275,39 @@ def _optional(check: Checker) -> Checker:
     return wrapped
 
 
+SOCKS_PROXY_TYPES = ("none", "socks4a", "socks5")
+
+
+def _socks_proxy_type(value: Any, where: str) -> str:
+    """none, socks4a or socks5 (the reference's SOCKS4a / SOCKS5 spellings too)."""
+    if isinstance(value, str) and value.strip().lower() in SOCKS_PROXY_TYPES:
+        return value.strip().lower()
+    raise _bad(where, f"expected one of {', '.join(SOCKS_PROXY_TYPES)}, got {value!r}")
+
+
+def _socks_host(value: Any, where: str) -> str:
+    """The proxy's address: an IPv4/IPv6 literal (brackets optional) or a host name."""
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(where, f"expected the proxy's IP address or host name, got {value!r}")
+    host = value.strip()
+    try:
+        return str(ipaddress.IPv6Address(host.strip("[]")))
+    except ValueError:
+        pass
+    _check_hostname(host, where, value)
+    return host.lower()
+
+
+def _socks_credential(value: Any, where: str) -> str | None:
+    """A SOCKS user name or password: 1-255 UTF-8 bytes, no NUL; empty means none (as the
+    reference's keys.dat default)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or "\x00" in value or len(value.encode("utf-8")) > 255:
+        raise _bad(where, "expected 1-255 bytes of text without NUL")
+    return value
+
+
 #: Upper bound on --decrypt-workers and --pow-threads (sanity limits).
 MAX_DECRYPT_WORKERS = 256
 MAX_POW_THREADS = 1024
@@ -305,6 +338,13 @@ _CHECKERS: dict[str, Checker] = {
     "pow_secret_key": _file_path,
     "pow_authorized_keys": _file_path,
     "pow_insecure": _bool,
+    "socks_proxy_type": _socks_proxy_type,
+    "socks_host": _socks_host,
+    "socks_port": _int_range(1, 0xFFFF),
+    "socks_username": _socks_credential,
+    "socks_password": _socks_credential,
+    "socks_authentication": _optional(_bool),
+    "socks_listen": _bool,
 }
 
 
@@ -372,11 +412,43 @@ class NodeConfig:
     pow_secret_key: Path | None = None
     pow_authorized_keys: Path | None = None
     pow_insecure: bool = False
+    #: Dial peers through a SOCKS proxy (the reference's ``socksproxytype``): none, socks4a
+    #: or socks5 (Tor). With one, .onion peers are dialled and names resolve at the proxy.
+    socks_proxy_type: str = "none"
+    socks_host: str = "127.0.0.1"
+    socks_port: int = 9050
+    #: SOCKS5 user/password (RFC 1929); for SOCKS4a the user name is the user id.
+    socks_username: str | None = None
+    socks_password: str | None = field(default=None, repr=False)
+    #: Send the credentials (the reference's ``socksauthentication``); None: when a user name is set.
+    socks_authentication: bool | None = None
+    #: Keep accepting inbound peers while proxied (the reference's ``sockslisten``; off by default).
+    socks_listen: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = _CHECKERS[f.name](getattr(self, f.name), f"NodeConfig.{f.name}")
             object.__setattr__(self, f.name, value)
+        self._check_socks()
+
+    def _check_socks(self) -> None:
+        """Cross-checks of the proxy options (each value alone is already checked)."""
+        if self.socks_proxy_type == "none":
+            onions = [str(p) for p in self.peers if p.host.endswith(".onion")]
+            if onions:
+                raise _bad("--peer", f"{', '.join(onions)}: .onion peers are reached only through Tor; "
+                           "set --socks-proxy-type socks5 (and --socks-host/--socks-port of Tor's SOCKS port)")
+            return
+        auth = self.socks_authentication
+        if auth and self.socks_username is None:
+            raise _bad("socks_authentication", "is on but no --socks-username is set")
+        if self.socks_password is not None and auth is not False:
+            if self.socks_username is None:
+                raise _bad("--socks-password", "a password needs --socks-username too")
+            if self.socks_proxy_type == "socks4a":
+                raise _bad(
+                    "--socks-password", "SOCKS4a has no passwords (only a user id); use --socks-proxy-type socks5"
+                )
 
     @property
     def config_file(self) -> Path:
@@ -413,7 +485,7 @@ class NodeConfig:
                 v = f"{v[0]}:{v[1]}"
             elif isinstance(v, tuple):
                 v = list(v)
-            elif f.name == "api_password" and v is not None:
+            elif f.name in ("api_password", "socks_password") and v is not None:
                 v = "(set)"  # never printed
             out[f.name] = v
         return out
@@ -444,6 +516,12 @@ FLAGS: dict[str, str] = {
     "pow_secret_key": "--pow-secret-key",
     "pow_authorized_keys": "--pow-authorized-keys",
     "pow_insecure": "--pow-insecure",
+    "socks_proxy_type": "--socks-proxy-type",
+    "socks_host": "--socks-host",
+    "socks_port": "--socks-port",
+    "socks_username": "--socks-username",
+    "socks_password": "--socks-password",
+    "socks_listen": "--socks-listen",
 }
 
 #: File keys besides the option names: alias -> (option, negated).
@@ -453,6 +531,14 @@ _ALIASES: dict[str, tuple[str, bool]] = {
     "no_tls": ("tls", True),
     "no_dandelion": ("dandelion", True),
     "apinotifypath": ("api_notify_path", False),  # the reference's keys.dat name
+    # The reference's keys.dat names of the proxy settings.
+    "socksproxytype": ("socks_proxy_type", False),
+    "sockshostname": ("socks_host", False),
+    "socksport": ("socks_port", False),
+    "socksusername": ("socks_username", False),
+    "sockspassword": ("socks_password", False),
+    "socksauthentication": ("socks_authentication", False),
+    "sockslisten": ("socks_listen", False),
 }
 
 
@@ -593,6 +679,26 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pow-insecure", dest="pow_insecure", action="store_const", const=True, default=None,
         help="allow --pow-workers-bind on a non-loopback address without CURVE (anyone reaching it can pose as a worker)",
+    )
+    parser.add_argument(
+        "--socks-proxy-type", metavar="TYPE", default=None,
+        help="dial peers through a SOCKS proxy: none (default), socks4a or socks5 (Tor); .onion peers need one, "
+        "and host names are then resolved by the proxy",
+    )
+    parser.add_argument(
+        "--socks-host", metavar="HOST", default=None, help="the SOCKS proxy's address (default 127.0.0.1)"
+    )
+    parser.add_argument("--socks-port", metavar="PORT", default=None, help="the SOCKS proxy's port (default 9050, Tor)")
+    parser.add_argument(
+        "--socks-username", metavar="USER", default=None,
+        help="SOCKS5 user name (RFC 1929 user/password authentication); for socks4a, the user id",
+    )
+    parser.add_argument(
+        "--socks-password", metavar="PASSWORD", default=None, help="SOCKS5 password (with --socks-username)"
+    )
+    parser.add_argument(
+        "--socks-listen", dest="socks_listen", action="store_const", const=True, default=None,
+        help="keep accepting inbound peers on --listen while a SOCKS proxy is set (off by default, as the reference)",
     )
 
 

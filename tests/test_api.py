@@ -769,7 +769,7 @@ def test_missing_network_side_backend_method_gives_error_21():
 
 def test_unsupported_variant_is_refused(fake):
     with pytest.raises(ValueError):
-        Commands(fake, variant="json")
+        Commands(fake, variant="soap")
 
 
 def test_undelete_message_can_be_left_out(fake):

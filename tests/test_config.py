@@ -374,3 +374,13 @@ def test_bad_api_notify_path_names_the_key(tmp_path, value):
     with pytest.raises(ConfigError, match="api_notify_path") as err:
         load_config(tmp_path)
     assert str(path) in str(err.value)
+
+
+def test_api_variant_json_and_the_reference_key(tmp_path):
+    write(tmp_path, 'apivariant = "json"\n')  # the reference's keys.dat name
+    assert load_config(tmp_path).api_variant == "json"
+    write(tmp_path, 'api_variant = "JSON"\n')
+    assert load_config(tmp_path).api_variant == "json"
+    write(tmp_path, 'apivariant = "soap"\n')
+    with pytest.raises(ConfigError, match="apivariant"):
+        load_config(tmp_path)

@@ -5,8 +5,10 @@
 calls an :class:`~bmnode.api.backend.ApiBackend` with decoded values, and formats the result:
 in the ``legacy`` variant (the default) every non-string, non-integer result becomes a JSON
 string and every error the string ``API Error %04i: %s``; in the ``xml`` variant results are
-native XML-RPC values and errors are Faults. Transport and authentication live in
-``bmnode/api/xmlrpc.py``.
+native XML-RPC values and errors are Faults; the ``json`` variant (JSON-RPC) is the ``xml`` one
+with ``null`` where a lookup finds nothing. Arguments come by position or, for JSON-RPC, by
+the reference's parameter names. Transport and authentication live in ``bmnode/api/xmlrpc.py``
+(and ``bmnode/api/jsonrpc.py``).
 
 Kept as the reference does: the error-0 texts count one parameter more than the command takes
 (the reference counts its ``self``); ``listAddressBookEntries``' optional label filter is the
@@ -30,7 +32,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from bmnode import __version__
 from bmnode.api.backend import (
@@ -56,7 +58,7 @@ __all__ = ["APIError", "Commands", "Reply", "VARIANTS", "ERROR_TEXTS", "decode_b
 
 _log = logging.getLogger("bmnode.api")
 
-VARIANTS = ("legacy", "xml")
+VARIANTS = ("legacy", "xml", "json")
 #: Subject + body longer than this (bytes, after base64 decoding) is refused (error 27).
 MAX_MESSAGE_LENGTH = MAX_MESSAGE_TEXT
 MAX_ADDRESSES = 999
@@ -152,6 +154,8 @@ class _Command:
     max_params: int
     #: In the xml variant, what a handler's ``None`` becomes (None: no value at all).
     xml_none: Any = None
+    #: The parameters after ``call``, named as in the reference (for by-name JSON-RPC calls).
+    params: tuple[inspect.Parameter, ...] = ()
 
     @property
     def doc(self) -> str:
@@ -381,7 +385,8 @@ class Commands:
                 if name == "undeleteMessage" and not test_mode:
                     continue
                 self._handlers[name] = _Command(
-                    name, getattr(self, attr), min_params, max_params, getattr(func, "_api_xml_none", None)
+                    name, getattr(self, attr), min_params, max_params, getattr(func, "_api_xml_none", None),
+                    tuple(params),
                 )
 
     # ------------------------------------------------------------------ dispatching
@@ -398,16 +403,41 @@ class Commands:
         aliases = sorted(n for n, c in self._handlers.items() if c.func == cmd.func)
         return f"Commands: {', '.join(aliases)}\n\n{cmd.doc}"
 
-    def call(self, method: str, params: Sequence[Any]) -> Any:
+    def call(self, method: str, params: Sequence[Any] | Mapping[str, Any]) -> Any:
         """Run one command: its logical result (``None`` when there is no value), or APIError.
 
         Post-reply actions (``shutdown``) are not run; :meth:`dispatch` is what a server uses."""
         return self._run(_Call(str(method), []), method, params)
 
-    def _run(self, call: _Call, method: Any, params: Sequence[Any]) -> Any:
+    @staticmethod
+    def _by_name(cmd: _Command, method: str, named: Mapping[str, Any]) -> list[Any]:
+        """Arguments given by name (JSON-RPC ``params`` object) in the handler's order; error 0
+        for an unknown or missing name. Absent optional ones take their defaults."""
+        known = [p.name for p in cmd.params]
+        unknown = sorted(str(k) for k in named if k not in known)
+        if unknown:
+            listed = ", ".join(known) if known else "none"
+            raise APIError(0, f"Command {method} has no parameter named {', '.join(unknown)} (its parameters: {listed})")
+        last = max((known.index(k) for k in named), default=-1)
+        args = []
+        for p in cmd.params[: last + 1]:
+            if p.name in named:
+                args.append(named[p.name])
+            elif p.default is inspect.Parameter.empty:
+                raise APIError(0, f"Command {method} needs parameter {p.name}")
+            else:
+                args.append(p.default)
+        missing = [p.name for p in cmd.params[last + 1 :] if p.default is inspect.Parameter.empty]
+        if missing:
+            raise APIError(0, f"Command {method} needs parameter {', '.join(missing)}")
+        return args
+
+    def _run(self, call: _Call, method: Any, params: Sequence[Any] | Mapping[str, Any]) -> Any:
         if not isinstance(method, str) or method not in self._handlers:
             raise APIError(20, f"Invalid method: {method}")
         cmd = self._handlers[method]
+        if isinstance(params, Mapping):
+            params = self._by_name(cmd, method, params)
         n = len(params)
         # As in the reference, the counts in these texts include the handler's ``self``.
         if n > cmd.max_params:
@@ -416,7 +446,7 @@ class Commands:
             raise APIError(0, f"Command {method} takes at least {cmd.min_params + 1} parameters ({n} given)")
         return cmd.func(call, *params)
 
-    def dispatch(self, method: str, params: Sequence[Any]) -> Reply:
+    def dispatch(self, method: str, params: Sequence[Any] | Mapping[str, Any]) -> Reply:
         """Run one command and shape the answer for the configured variant."""
         call = _Call(method if isinstance(method, str) else repr(method), [])
         fault: APIError | None = None
@@ -440,7 +470,7 @@ class Commands:
             if not (isinstance(result, (int, str))):
                 result = json.dumps(result, indent=4)
             return Reply(result, after=after)
-        if result is None:
+        if result is None and self.variant == "xml":  # json: null
             result = self._handlers[method].xml_none
             if result is None:
                 result = ""

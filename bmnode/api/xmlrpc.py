@@ -1,5 +1,7 @@
 """The API's HTTP transport (spec 14.1): XML-RPC over HTTP/1.0 with mandatory Basic auth.
 
+The ``json`` variant uses the same transport with JSON-RPC bodies (:mod:`bmnode.api.jsonrpc`).
+
 ``POST /`` or ``POST /RPC2`` with a ``Content-Length`` and a ``methodCall`` body; other paths
 answer 404, a missing length 411, an oversized body 413, missing or wrong credentials 401
 after a short delay (2 s like the reference, configurable), too many requests at once 503.
@@ -17,12 +19,15 @@ import threading
 import time
 import xmlrpc.client
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bmnode.api.auth import ApiCredentials, load_or_create_credentials
 from bmnode.api.commands import Commands
 
-__all__ = ["ApiServer", "RPC_PATHS", "DEFAULT_MAX_BODY", "handle_request_body", "start_api_server"]
+__all__ = [
+    "ApiServer", "RPC_PATHS", "DEFAULT_MAX_BODY", "SYSTEM_METHODS", "handle_request_body", "introspect",
+    "start_api_server",
+]
 
 _log = logging.getLogger("bmnode.api")
 
@@ -30,7 +35,7 @@ RPC_PATHS = ("/", "/RPC2")
 #: Larger than any legitimate call (a maximal message is ~350 KB of base64, an object ~512 KB of hex).
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 _DRAIN_LIMIT = 1024 * 1024
-_SYSTEM_METHODS = ("system.listMethods", "system.methodHelp", "system.methodSignature")
+SYSTEM_METHODS = ("system.listMethods", "system.methodHelp", "system.methodSignature")
 
 
 def _fault_body(code: int, message: str) -> bytes:
@@ -39,9 +44,10 @@ def _fault_body(code: int, message: str) -> bytes:
     )
 
 
-def _introspect(commands: Commands, method: str, params: tuple[Any, ...]) -> Any:
+def introspect(commands: Commands, method: str, params: tuple[Any, ...]) -> Any:
+    """``system.listMethods``, ``system.methodHelp`` or ``system.methodSignature``; Fault 0 on bad use."""
     if method == "system.listMethods":
-        return sorted(set(commands.method_names()) | set(_SYSTEM_METHODS))
+        return sorted(set(commands.method_names()) | set(SYSTEM_METHODS))
     if method == "system.methodHelp":
         name = params[0] if len(params) == 1 and isinstance(params[0], str) else None
         if name is None:
@@ -60,8 +66,8 @@ def handle_request_body(commands: Commands, body: bytes) -> tuple[bytes, Any]:
         return _fault_body(1, "Malformed XML-RPC request: not a methodCall"), None
     after = None
     try:
-        if method in _SYSTEM_METHODS:
-            value: Any = _introspect(commands, method, params)
+        if method in SYSTEM_METHODS:
+            value: Any = introspect(commands, method, params)
         else:
             reply = commands.dispatch(method, params)
             if reply.fault is not None:
@@ -176,13 +182,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return
         try:
-            response, after = handle_request_body(api.commands, body)
+            response, after = api.handle_body(body)
         except Exception:  # noqa: BLE001 - answer 500 like the reference, keep serving
             _log.exception("API: internal error")
             self._plain(500, "internal error\n")
             return
         self.send_response(200)
-        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Type", api.content_type)
         self.send_header("Content-Length", str(len(response)))
         self.send_header("Connection", "close")
         self.end_headers()
@@ -205,7 +211,8 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
 
 
 class ApiServer:
-    """The XML-RPC API server: ``start()`` binds and serves in a thread, ``stop()`` ends it."""
+    """The API server (XML-RPC, or JSON-RPC for the ``json`` variant): ``start()`` binds and
+    serves in a thread, ``stop()`` ends it."""
 
     def __init__(
         self,
@@ -224,6 +231,13 @@ class ApiServer:
             raise ValueError("the API never runs without credentials")
         self.commands = commands
         self.credentials = credentials
+        self.protocol = "XML-RPC"
+        self.content_type = "text/xml"
+        self._handle: Callable[[Commands, bytes], tuple[bytes, Any]] = handle_request_body
+        if commands.variant == "json":
+            from bmnode.api.jsonrpc import CONTENT_TYPE, handle_jsonrpc_body  # it imports this module
+
+            self.protocol, self.content_type, self._handle = "JSON-RPC", CONTENT_TYPE, handle_jsonrpc_body
         self.host = host
         self.port = port
         self.auth_delay = auth_delay
@@ -233,6 +247,10 @@ class ApiServer:
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    def handle_body(self, body: bytes) -> tuple[bytes, Any]:
+        """Run one request body of this server's protocol: (response body, post-reply action)."""
+        return self._handle(self.commands, body)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -272,7 +290,7 @@ class ApiServer:
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="api", daemon=True)
         self._thread.start()
         host, port = self.address
-        _log.info("XML-RPC API (%s variant) listening on %s:%d", self.commands.variant, host, port)
+        _log.info("%s API (%s variant) listening on %s:%d", self.protocol, self.commands.variant, host, port)
         return host, port
 
     def stop(self, timeout: float = 5.0) -> None:

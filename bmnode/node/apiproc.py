@@ -1,4 +1,4 @@
-"""The API process: the reference-compatible XML-RPC server, talking to the mailbox over the bus.
+"""The API process: the reference-compatible XML-RPC (or JSON-RPC) server, talking to the mailbox over the bus.
 
 The server (:func:`bmnode.api.xmlrpc.start_api_server`) runs over a
 :class:`~bmnode.api.backend.MailboxBackend` whose "mailbox" is :class:`MailboxProxy`: every
@@ -10,14 +10,17 @@ works and the CLI finds the node); the credentials are in ``api.toml`` unless co
 The ``shutdown`` command ends this process with
 :data:`~bmnode.node.supervisor.EXIT_STOP_NODE`, which stops the whole node.
 
-:class:`NodeApi` is the matching client (the ``bmnode`` CLI commands, the demo, benchmarks).
+:class:`NodeApi` is the matching client (the ``bmnode`` CLI commands, the demo, benchmarks); it
+speaks JSON-RPC to a node whose ``api.json`` says ``"variant": "json"``.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import itertools
 import json
+import re
 import logging
 import os
 import signal
@@ -279,15 +282,21 @@ class NodeApiError(BmnodeError):
         super().__init__(f"API error {code}: {message}" if code else message)
 
 
-class NodeApi:
-    """A client of a node's XML-RPC API that undoes the ``legacy`` variant's JSON strings and
-    ``API Error`` strings (also works with the ``xml`` variant)."""
+_API_ERROR = re.compile(r"API Error (\d+): (.*)", re.DOTALL)
 
-    def __init__(self, host: str, port: int, username: str, password: str, *, timeout: float = 60.0) -> None:
+
+class NodeApi:
+    """A client of a node's API that undoes the ``legacy`` variant's JSON strings and ``API
+    Error`` strings (also works with the ``xml`` variant); JSON-RPC when ``variant`` is ``json``."""
+
+    def __init__(self, host: str, port: int, username: str, password: str, *, timeout: float = 60.0,
+                 variant: str = "legacy") -> None:
         self.host, self.port = host, port
         self.url = f"http://{host}:{port}/"
         self._auth = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
         self.timeout = timeout
+        self.variant = variant
+        self._ids = itertools.count(1)
 
     @classmethod
     def from_data_dir(cls, data_dir: str | Path, *, host: str | None = None, port: int | None = None,
@@ -296,8 +305,11 @@ class NodeApi:
         values win. NodeApiError when something needed is missing."""
         from bmnode.api.auth import DEFAULT_USERNAME, read_credentials
 
+        doc = read_api_file(data_dir)
+        variant = "legacy"
+        if doc is not None and (port is None or port == doc["port"]):
+            variant = str(doc.get("variant") or "legacy")  # the protocol of the node found there
         if host is None or port is None:
-            doc = read_api_file(data_dir)
             if doc is None:
                 raise NodeApiError(0, f"no running node found in {data_dir} (no {API_FILE}); give --api HOST:PORT")
             host = doc["host"] if host is None else host
@@ -310,7 +322,7 @@ class NodeApi:
             password = creds.password
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
-        return cls(str(host), int(port), username or DEFAULT_USERNAME, password, timeout=timeout)
+        return cls(str(host), int(port), username or DEFAULT_USERNAME, password, timeout=timeout, variant=variant)
 
     def _proxy(self) -> xmlrpc.client.ServerProxy:
         api = self
@@ -326,8 +338,42 @@ class NodeApi:
 
         return xmlrpc.client.ServerProxy(self.url, transport=_Transport(), allow_none=False)
 
+    def _json_rpc(self, method: str, params: tuple[Any, ...]) -> Any:
+        """One JSON-RPC call; API errors (``<class 'api.APIError'>:API Error 0013: ...``) keep
+        their number, other JSON-RPC errors their (negative) code."""
+        rid = next(self._ids)
+        body = json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": list(params)}).encode("utf-8")
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("POST", "/", body, {"Authorization": self._auth, "Content-Type": "application/json-rpc"})
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise NodeApiError(0, f"cannot reach the node's API at {self.url}: {e}") from None
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise NodeApiError(0, f"{self.url}: HTTP {resp.status} {resp.reason}")
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            raise NodeApiError(0, f"{self.url}: the answer is not JSON: {data[:200]!r}") from None
+        if not isinstance(doc, dict) or ("result" not in doc and "error" not in doc):
+            raise NodeApiError(0, f"{self.url}: not a JSON-RPC response: {data[:200]!r}")
+        error = doc.get("error")
+        if error is not None:
+            message = str(error.get("message", "")) if isinstance(error, dict) else str(error)
+            found = _API_ERROR.search(message)
+            if found:
+                raise NodeApiError(int(found.group(1)), found.group(2))
+            code = error.get("code") if isinstance(error, dict) else None
+            raise NodeApiError(code if isinstance(code, int) and code else 21, message)
+        return doc["result"]
+
     def raw(self, method: str, *params: Any) -> Any:
         """The result as the server sent it."""
+        if self.variant == "json":
+            return self._json_rpc(method, params)
         try:
             return getattr(self._proxy(), method)(*params)
         except xmlrpc.client.Fault as f:
@@ -340,7 +386,7 @@ class NodeApi:
     def call(self, method: str, *params: Any) -> Any:
         """The result with legacy JSON strings decoded; NodeApiError for ``API Error`` answers."""
         result = self.raw(method, *params)
-        if isinstance(result, str):
+        if isinstance(result, str) and self.variant != "json":
             if result.startswith("API Error "):
                 head, _, text = result.partition(": ")
                 try:

@@ -230,7 +230,7 @@ def _api_notify_path(value: Any, where: str) -> str | None:
     return os.path.expanduser(value) if value else None
 
 
-API_VARIANTS = ("legacy", "xml")
+API_VARIANTS = ("legacy", "xml", "json")
 _BACKEND = re.compile(r"^(?:auto|python|native|opencl(?::\d{1,3}(?::\d{1,3})?)?)$")
 
 
@@ -392,7 +392,8 @@ class NodeConfig:
     #: HTTP Basic credentials of the API; no password: generated once, kept in ``api.toml``.
     api_user: str | None = None
     api_password: str | None = field(default=None, repr=False)
-    #: ``legacy`` (the reference's JSON-string results) or ``xml`` (native XML-RPC values).
+    #: ``legacy`` (the reference's JSON-string results), ``xml`` (native XML-RPC values) or
+    #: ``json`` (JSON-RPC instead of XML-RPC, native values).
     api_variant: str = "legacy"
     #: The reference's ``apinotifypath``: a program run with one argument, ``startingUp``,
     #: ``newMessage`` or ``newBroadcast``, when the API starts or a message/broadcast arrives.
@@ -531,6 +532,7 @@ _ALIASES: dict[str, tuple[str, bool]] = {
     "no_tls": ("tls", True),
     "no_dandelion": ("dandelion", True),
     "apinotifypath": ("api_notify_path", False),  # the reference's keys.dat name
+    "apivariant": ("api_variant", False),
     # The reference's keys.dat names of the proxy settings.
     "socksproxytype": ("socks_proxy_type", False),
     "sockshostname": ("socks_host", False),
@@ -647,7 +649,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--api-variant", metavar="VARIANT", default=None,
-        help="legacy (JSON-string results, what existing tools expect; default) or xml (native values)",
+        help="legacy (XML-RPC with JSON-string results, what existing tools expect; default), xml (XML-RPC, "
+        "native values) or json (JSON-RPC 2.0 as the reference's apivariant=json, native values)",
     )
     parser.add_argument(
         "--api-notify-path", metavar="PROGRAM", default=None,

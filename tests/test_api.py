@@ -574,7 +574,7 @@ def test_a_refused_client_waiting_out_its_delay_does_not_block_others(fake):
 
 
 def test_too_many_concurrent_requests_get_503(fake, monkeypatch):
-    a = Api(fake, max_concurrent=1)
+    a = Api(fake, max_concurrent=1, slot_wait=0.2)
     entered, release = threading.Event(), threading.Event()
 
     def blocking_list():
@@ -596,6 +596,31 @@ def test_too_many_concurrent_requests_get_503(fake, monkeypatch):
         assert a.proxy().helloWorld("a", "b") == "a-b"
     finally:
         release.set()
+        a.close()
+
+
+def test_back_to_back_requests_at_the_limit_are_not_refused(fake):
+    """One client calling in a loop with a single slot: its next request may arrive before the
+    thread that answered the last one has let go of the slot; it waits for it, no 503."""
+    a = Api(fake, max_concurrent=1)
+    slots = a.server._slots
+
+    class LateRelease:
+        """The answering thread lets go of its slot 50 ms after the reply went out."""
+
+        def acquire(self, *args, **kw):
+            return slots.acquire(*args, **kw)
+
+        def release(self):
+            time.sleep(0.05)
+            slots.release()
+
+    a.server._slots = LateRelease()
+    try:
+        p = a.proxy()
+        for i in range(5):
+            assert p.helloWorld("a", str(i)) == f"a-{i}"
+    finally:
         a.close()
 
 

@@ -151,7 +151,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
         api = self.server.api
-        if not api._slots.acquire(blocking=False):
+        if not api._slots.acquire(timeout=api.slot_wait):
             self._drain()
             self._plain(503, "too many concurrent API requests\n")
             return
@@ -224,6 +224,7 @@ class ApiServer:
         auth_delay: float = 2.0,
         max_body: int = DEFAULT_MAX_BODY,
         max_concurrent: int = 32,
+        slot_wait: float = 1.0,
         request_timeout: float = 30.0,
         random_port_fallback: bool = False,
     ) -> None:
@@ -245,6 +246,9 @@ class ApiServer:
         self.request_timeout = request_timeout
         self.random_port_fallback = random_port_fallback
         self._slots = threading.BoundedSemaphore(max_concurrent)
+        #: how long a request waits for a free slot before its 503: a client's next request can
+        #: arrive before the thread that answered its previous one has let go of its slot
+        self.slot_wait = slot_wait
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -31,7 +31,9 @@ cdef extern from "pow_core.h" nogil:
     void bm_job_free(bm_job *j)
     int BM_OPCLASS_COUNT
     uint64_t bm_kernel_op_counts(uint64_t *out)
-    double bm_vector_mix_rate(int isa, double seconds)
+    int BM_MIX_KERNEL
+    int BM_MIX_PEAK
+    double bm_vector_mix_rate(int isa, int mix, double seconds)
 
 #: ISA names, best first, with their identifiers in pow_core.h
 ISA_IDS = {"avx512": BM_ISA_AVX512, "avx2": BM_ISA_AVX2, "scalar": BM_ISA_SCALAR}
@@ -92,16 +94,20 @@ def kernel_op_counts():
     return {name: out[i] for i, name in enumerate(OP_CLASSES)}, trial
 
 
-def vector_mix_rate(str isa, double seconds):
-    """Vector operations per second one core sustains in the kernel's operation mix, measured for
-    about ``seconds`` on the calling thread; None where the ISA has no probe (only avx512) or is
-    not supported here."""
+def vector_mix_rate(str isa, double seconds, str mix="kernel"):
+    """Vector operations per second one core sustains in the kernel's operation mix (``mix``
+    "kernel") or in adds alone ("peak"), measured for about ``seconds`` on the calling thread;
+    None where the ISA has no probe (only avx512) or is not supported here."""
     cdef double r
     cdef int isa_id = ISA_IDS[isa]
+    cdef int mix_id
+    if mix not in ("kernel", "peak"):
+        raise ValueError("mix must be 'kernel' or 'peak'")
+    mix_id = BM_MIX_KERNEL if mix == "kernel" else BM_MIX_PEAK
     if not seconds > 0:
         raise ValueError("seconds must be > 0")
     with nogil:
-        r = bm_vector_mix_rate(isa_id, seconds)
+        r = bm_vector_mix_rate(isa_id, mix_id, seconds)
     return None if r < 0 else r
 
 

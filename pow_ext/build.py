@@ -22,7 +22,11 @@ measured 3% slower here). The AVX-512 kernel interleaves two independent 8-lane 
 
 Where the ceiling is: ``kernel_count.c`` counts the kernel's vector operations per trial (3,893
 per 8 trials) and ``probe_avx512.c`` measures how many 512-bit operations one core sustains in
-that mix; ``bench/pow_bench.py`` prints both and the share reached (about 94% on the VM above).
+that mix, and in adds alone (the paper peak); ``bench/pow_bench.py`` prints them and the share
+reached. On the VM above: the mix runs at ~6.4G ops/s (1.75 per cycle: rotates have one pipe,
+shifts another, and mixes with them never reach the 2 per cycle of adds alone), so ~13.2M
+trials/s, which the kernel reaches (100%); the paper peak (7.3G adds/s) would be 15.0M, i.e.
+~15x hashlib, below the 25x the PoW issue asks for.
 Tried and dropped (same VM, same run as the current kernel, 13.2M): rolling rounds 32..79 into
 a 16-round loop to fit the instruction caches (code 69 KB -> 38 KB; 13.2M, no change, so the
 front end is not the limit); a scalar nonce in general registers beside the two vectors, to use

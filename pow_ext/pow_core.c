@@ -117,11 +117,12 @@ int bm_trial_values(int isa, const uint8_t initial_hash[64], const uint64_t *non
     return 0;
 }
 
-double bm_vector_mix_rate(int isa, double seconds) {
+double bm_vector_mix_rate(int isa, int mix, double seconds) {
 #ifdef BM_SIMD_X86
-    if (isa == BM_ISA_AVX512 && isa_ok(isa)) return bm_mix_rate_avx512(seconds);
+    if (isa == BM_ISA_AVX512 && isa_ok(isa)) return bm_mix_rate_avx512(mix, seconds);
 #endif
     (void)isa;
+    (void)mix;
     (void)seconds;
     return -1.0;
 }

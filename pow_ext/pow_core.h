@@ -91,10 +91,12 @@ void bm_job_free(bm_job *j);
 enum { BM_OP_ADD, BM_OP_ROTATE, BM_OP_SHIFT, BM_OP_LOGIC, BM_OPCLASS_COUNT };
 /* Operations of each class in one trial of one lane (kernel_count.c); returns that trial's value. */
 uint64_t bm_kernel_op_counts(uint64_t out[BM_OPCLASS_COUNT]);
-/* 512-bit operations per second one core sustains in the kernel's mix, measured for about
- * `seconds` (probe_avx512.c); -1 when the build or the CPU lacks AVX-512. */
-double bm_vector_mix_rate(int isa, double seconds);
-double bm_mix_rate_avx512(double seconds);
+/* Mixes of bm_vector_mix_rate: the kernel's proportions, or adds only (the core's peak). */
+enum { BM_MIX_KERNEL, BM_MIX_PEAK };
+/* 512-bit operations per second one core sustains in that mix, measured for about `seconds`
+ * (probe_avx512.c); -1 when the build or the CPU lacks AVX-512. */
+double bm_vector_mix_rate(int isa, int mix, double seconds);
+double bm_mix_rate_avx512(int mix, double seconds);
 
 #ifdef __cplusplus
 }

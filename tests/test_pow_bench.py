@@ -65,7 +65,8 @@ class FakeBackend(PowBackend):
 
 FAKE_CEILING = {"isa": "avx512", "ops_per_vector_trial": 4000, "lanes": 8,
                 "vector_ops_per_second": 4e9, "trials_per_second_per_core": 8e6,
-                "op_counts_per_vector_trial": {"add": 4000}}
+                "op_counts_per_vector_trial": {"add": 4000},
+                "peak_vector_ops_per_second": 5e9, "peak_trials_per_second_per_core": 10e6}
 
 
 @pytest.fixture(autouse=True)
@@ -267,6 +268,7 @@ def test_format_table_native_ceiling_line():
     res["native_ceiling"] = dict(FAKE_CEILING, trials_per_second_per_core=12.5e6, ops_per_vector_trial=3893)
     line = next(l for l in bench.format_table(res).splitlines() if l.startswith("native ceiling"))
     assert "12.50 M trials/s per core" in line and "3893 512-bit ops per 8 trials" in line
+    assert "paper peak 10.00 M at its 5.00 G adds/s" in line
     assert "native x16 80%" in line
 
 

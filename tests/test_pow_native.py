@@ -422,6 +422,8 @@ def test_kernel_ceiling_measures_this_cpu() -> None:
 
     with pytest.raises(ValueError):
         _native.vector_mix_rate("avx512", 0.0)
+    with pytest.raises(ValueError):
+        _native.vector_mix_rate("avx512", 0.05, "sse")
     assert _native.vector_mix_rate("scalar", 0.05) is None
     c = kernel_ceiling(0.05)
     if "avx512" not in HERE_ISAS:
@@ -430,4 +432,6 @@ def test_kernel_ceiling_measures_this_cpu() -> None:
     assert c["ops_per_vector_trial"] == sum(c["op_counts_per_vector_trial"].values())
     assert c["vector_ops_per_second"] > 1e8
     assert c["trials_per_second_per_core"] == pytest.approx(c["vector_ops_per_second"] * c["lanes"] / c["ops_per_vector_trial"])
+    assert c["peak_trials_per_second_per_core"] == pytest.approx(
+        c["peak_vector_ops_per_second"] * c["lanes"] / c["ops_per_vector_trial"])
 

@@ -292,8 +292,10 @@ def format_table(result: dict[str, Any]) -> str:
         shares = ", ".join(f"{r['label']} {100 * r['of_ceiling']:.0f}%" for r in result["results"] if "of_ceiling" in r)
         lines.append(
             f"native ceiling: {human_rate(c['trials_per_second_per_core'])} trials/s per core "
-            f"({c['ops_per_vector_trial']} 512-bit ops per {c['lanes']} trials, this core sustains "
-            f"{human_rate(c['vector_ops_per_second'])} ops/s in that mix); per core reached: {shares}")
+            f"({c['ops_per_vector_trial']} 512-bit ops per {c['lanes']} trials at the "
+            f"{human_rate(c['vector_ops_per_second'])} ops/s this core sustains in that mix; paper peak "
+            f"{human_rate(c['peak_trials_per_second_per_core'])} at its {human_rate(c['peak_vector_ops_per_second'])} "
+            f"adds/s); per core reached: {shares}")
     for s in result.get("skipped", []):
         lines.append(f"skipped {s['backend']}: {s['reason']}")
     return "\n".join(lines)

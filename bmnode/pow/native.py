@@ -58,13 +58,15 @@ def supported_isas() -> list[str]:
 
 
 def kernel_ceiling(seconds: float = 0.5) -> dict[str, Any] | None:
-    """This core's ceiling for the AVX-512 kernel: its vector operations per trial (counted from
-    the kernel's source) against the rate one core sustains in that operation mix (measured now,
-    for ``seconds``). None where the extension or AVX-512 is missing. Benchmarks only."""
+    """This core's limits for the AVX-512 kernel: its vector operations per trial (counted from
+    the kernel's source) against the rate one core sustains in that operation mix and in adds
+    alone (the paper peak), both measured now for ``seconds`` each. None where the extension or
+    AVX-512 is missing. Benchmarks only."""
     if _native is None or "avx512" not in _native.supported_isas():
         return None
-    rate = _native.vector_mix_rate("avx512", seconds)
-    if not rate:
+    rate = _native.vector_mix_rate("avx512", seconds, "kernel")
+    peak = _native.vector_mix_rate("avx512", seconds, "peak")
+    if not rate or not peak:
         return None
     counts = dict(_native.kernel_op_counts()[0])
     ops = sum(counts.values())
@@ -73,9 +75,11 @@ def kernel_ceiling(seconds: float = 0.5) -> dict[str, Any] | None:
         "isa": "avx512",
         "op_counts_per_vector_trial": counts,
         "ops_per_vector_trial": ops,
-        "vector_ops_per_second": rate,
         "lanes": lanes,
+        "vector_ops_per_second": rate,
         "trials_per_second_per_core": rate * lanes / ops,
+        "peak_vector_ops_per_second": peak,
+        "peak_trials_per_second_per_core": peak * lanes / ops,
     }
 
 

@@ -138,6 +138,47 @@ def ptxas_summary(log_text: str) -> str:
     return "\n".join(lines)[:1500] if lines else log_text.strip()[:1500]
 
 
+#: 32-bit integer operations per clock per SM on recent NVIDIA GPUs (CUDA programming guide,
+#: arithmetic instruction throughput: add, logic, shift, funnel shift at 64 on cc 7.x-9.0)
+INT32_OPS_PER_CLOCK_PER_SM = 64
+_PTX_NOT_INSTR = re.compile(r"^(\.|//|\$|\{|\}|[A-Za-z_$][\w$]*:)")
+
+
+def ptx_instructions(ptx: str, kernel: str = "bm_trials") -> dict:
+    """Instructions of ``kernel`` in a PTX listing (NVIDIA's OpenCL binaries are PTX), by opcode
+    family: a static count of the straight-line trial kernel, so close to the work of one trial
+    (ptxas may still fuse or split some)."""
+    m = re.search(r"\.entry\s+" + re.escape(kernel) + r"\b", ptx)
+    if not m:
+        return {}
+    body = ptx[m.end():]
+    start = body.find("{")
+    depth, end = 0, len(body)
+    for i in range(start, len(body)):
+        if body[i] == "{":
+            depth += 1
+        elif body[i] == "}":
+            depth -= 1
+            if depth == 0:
+                end = i
+                break
+    fam: dict[str, int] = {}
+    for line in body[start + 1:end].splitlines():
+        t = line.strip().rstrip(";").strip()
+        if not t or _PTX_NOT_INSTR.match(t):
+            continue
+        if t.startswith("@"):
+            t = t.split(None, 1)[1] if " " in t else t
+        op = t.split()[0].split(".")[0]
+        fam[op] = fam.get(op, 0) + 1
+    return {"total": sum(fam.values()), "by_opcode": dict(sorted(fam.items(), key=lambda kv: -kv[1]))}
+
+
+def int32_ceiling(instr: int, compute_units: int, clock_mhz: float) -> float:
+    """Trials/s if every PTX instruction were one 32-bit op at the SMs' full integer rate."""
+    return compute_units * INT32_OPS_PER_CLOCK_PER_SM * clock_mhz * 1e6 / instr
+
+
 class Checker:
     def __init__(self, args: argparse.Namespace, report: dict) -> None:
         self.args, self.r = args, report
@@ -161,6 +202,7 @@ class Checker:
         from bmnode.pow.bench import measure
 
         self.opencl, self.measure, self.PowCancelled, self.BmnodeError = opencl, measure, PowCancelled, BmnodeError
+        self.cl = cl
         warnings.simplefilter("ignore")  # pyopencl warns about non-empty (verbose) build logs
         r = self.r
         r["versions"] = {"python": platform.python_version(), "numpy": numpy.__version__, "pyopencl": cl.VERSION_TEXT}
@@ -243,6 +285,7 @@ class Checker:
                 continue
             row["build_s"] = round(time.monotonic() - t, 2)  # build + self-test + first launch
             row["ptxas"] = ptxas_summary(b.build_log)
+            self.ptx_estimate(b, row)
             try:
                 m = self.rate(b, 1.5)
             finally:
@@ -253,6 +296,23 @@ class Checker:
             log(f"variant {v} ({row['name']}): build {row['build_s']} s, {m['trials_per_second']:.4g} trials/s")
             out.append(row)
         self.r["variants"] = out
+
+    def ptx_estimate(self, b, row: dict) -> None:
+        """Static PTX size of one trial and the integer-throughput ceiling it implies."""
+        try:
+            binary = b._program.get_info(self.cl.program_info.BINARIES)[0]
+            ptx = binary.decode("utf-8", "replace") if isinstance(binary, (bytes, bytearray)) else str(binary)
+        except Exception as e:  # noqa: BLE001 - a diagnostic only
+            row["ptx"] = f"unavailable: {e}"
+            return
+        counts = ptx_instructions(ptx)
+        if not counts:
+            row["ptx"] = "no bm_trials entry in the program binary (not PTX?)"
+            return
+        g = self.r.get("gpu", {})
+        row["ptx"] = {"instructions_per_trial": counts["total"], "top": dict(list(counts["by_opcode"].items())[:8])}
+        if g.get("compute_units") and g.get("clock_mhz"):
+            row["ptx"]["int32_ceiling"] = int32_ceiling(counts["total"], g["compute_units"], g["clock_mhz"])
 
     def correctness(self, b) -> None:
         c: dict = {}

@@ -18,18 +18,13 @@ from pathlib import Path
 import pytest
 
 from bmnode.api.notify import EVENTS, ApiNotifier
+from tests import waiting
 
 WAIT = 20.0
 
 
 def wait_until(what: str, check, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+    return waiting.wait_until(what, check, timeout, 0.05)
 
 
 def hook_script(tmp_path: Path, body: str = 'echo "$1" >> "{log}"') -> tuple[Path, Path]:

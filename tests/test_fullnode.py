@@ -22,6 +22,7 @@ import pytest
 
 from bmnode.node.apiproc import NodeApi, NodeApiError
 from bmnode.node.fullnode import LocalNode, free_port
+from tests import waiting
 
 WAIT = 60.0
 PASSWORD = "test-password"
@@ -29,13 +30,7 @@ FLAGS = ("--no-dandelion", "--decrypt-workers", "1", "--no-tls")
 
 
 def wait_until(what: str, check, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+    return waiting.wait_until(what, check, timeout, 0.1)
 
 
 # ------------------------------------------------------------------ the mailbox process, in-process

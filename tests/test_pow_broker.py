@@ -21,6 +21,7 @@ from bmnode.node import bus
 from bmnode.pow.backend import Solution
 from bmnode.pow.broker import BrokerConfig, PowBroker, PowClient, PowLimit, PowTimeout
 from bmnode.pow.target import trial_value
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 EASY = (1 << 64) // 2000  # ~2000 trials
@@ -34,15 +35,6 @@ HARD_NONCE = 90015220
 
 def ih(i: int | str) -> bytes:
     return hashlib.sha512(f"job {i}".encode()).digest()
-
-
-def until(pred, timeout: float = 10.0, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return bool(pred())
 
 
 def make_broker(workers: int = 1, **kw) -> PowBroker:

@@ -30,6 +30,7 @@ from bmnode.pow.curve_keys import (
 from bmnode.pow.python_backend import PythonBackend
 from bmnode.pow.target import trial_value
 from bmnode.pow.worker import PowWorker
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 EASY = (1 << 64) // 2000
@@ -37,15 +38,6 @@ EASY = (1 << 64) // 2000
 
 def ih(i: int | str) -> bytes:
     return hashlib.sha512(f"curve job {i}".encode()).digest()
-
-
-def until(pred, timeout: float = 10.0, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return bool(pred())
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bmnode.node.supervisor import EXIT_STOP_NODE, ChildSpec, Supervisor
+from tests import waiting
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,12 +76,7 @@ def alive(pid: int) -> bool:
 
 
 def until(pred, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
+    return waiting.until(pred, timeout, 0.05)
 
 
 @pytest.fixture

@@ -490,6 +490,15 @@ class Commands:
 
         return run
 
+    def call_backend(self, name: str, *args: Any) -> Any:
+        """``backend.<name>(*args)`` under the commands' lock, or None when the backend lacks it
+        (for readers outside the commands, such as the metrics endpoint)."""
+        func = getattr(self.backend, name, None)
+        if func is None:
+            return None
+        with self._lock:
+            return func(*args)
+
     def _backend(
         self, call: _Call, name: str, *args: Any, texts: dict[int, str] | None = None, locked: bool = True,
         **kwargs: Any,

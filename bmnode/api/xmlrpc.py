@@ -7,6 +7,8 @@ answer 404, a missing length 411, an oversized body 413, missing or wrong creden
 after a short delay (2 s like the reference, configurable), too many requests at once 503.
 Each request runs in its own thread (bounded), the connection is closed after each response,
 ``nil`` is never sent. :class:`ApiServer` runs in a background thread and stops cleanly.
+``GET /metrics`` (same credentials) answers Prometheus text metrics (:mod:`bmnode.api.metrics`);
+other GET requests are not served (501).
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ from typing import Any, Callable
 
 from bmnode.api.auth import ApiCredentials, load_or_create_credentials
 from bmnode.api.commands import Commands
+from bmnode.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from bmnode.api.scrape import Scraper, backend_parts
 
 __all__ = [
-    "ApiServer", "RPC_PATHS", "DEFAULT_MAX_BODY", "SYSTEM_METHODS", "handle_request_body", "introspect",
+    "ApiServer", "METRICS_PATH", "RPC_PATHS", "DEFAULT_MAX_BODY", "SYSTEM_METHODS", "handle_request_body", "introspect",
     "start_api_server",
 ]
 
 _log = logging.getLogger("bmnode.api")
 
 RPC_PATHS = ("/", "/RPC2")
+METRICS_PATH = "/metrics"
 #: Larger than any legitimate call (a maximal message is ~350 KB of base64, an object ~512 KB of hex).
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 _DRAIN_LIMIT = 1024 * 1024
@@ -162,6 +167,48 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         finally:
             api._slots.release()
 
+    def _authorized(self, api: ApiServer) -> bool:
+        """True with good Basic credentials; else 401 after the configured delay."""
+        if api.credentials.check_header(self.headers.get("Authorization")):
+            return True
+        self._drain()
+        _log.warning("API: refused a request from %s: missing or wrong credentials", self.client_address[0])
+        if api.auth_delay > 0:
+            time.sleep(api.auth_delay)
+        self._plain(401, "", {"WWW-Authenticate": 'Basic realm="bmnode"'})
+        return False
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        api = self.server.api
+        if self.path.split("?", 1)[0] != METRICS_PATH or api.metrics is None:
+            # what http.server answers for a method without a handler, as before /metrics existed
+            self.send_error(501, f"Unsupported method ({self.command!r})")
+            return
+        if not api._slots.acquire(timeout=api.slot_wait):
+            self._plain(503, "too many concurrent API requests\n")
+            return
+        try:
+            if not self._authorized(api):
+                return
+            try:
+                text = api.metrics()
+            except Exception:  # noqa: BLE001 - answer 500, keep serving
+                _log.exception("API: metrics failed")
+                self._plain(500, "internal error\n")
+                return
+            body = text.encode("utf-8")
+            self.send_response(200)
+            self.send_header("Content-Type", METRICS_CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+        except (ConnectionError, TimeoutError, socket.timeout):
+            self.close_connection = True
+        finally:
+            api._slots.release()
+
     def _post(self, api: ApiServer) -> None:
         if self.path not in RPC_PATHS:
             self._drain()
@@ -170,12 +217,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         length = self._length()
         if length is None:
             return
-        if not api.credentials.check_header(self.headers.get("Authorization")):
-            self._drain()
-            _log.warning("API: refused a request from %s: missing or wrong credentials", self.client_address[0])
-            if api.auth_delay > 0:
-                time.sleep(api.auth_delay)
-            self._plain(401, "", {"WWW-Authenticate": 'Basic realm="bmnode"'})
+        if not self._authorized(api):
             return
         body = self._read(length)
         if body is None:
@@ -227,6 +269,7 @@ class ApiServer:
         slot_wait: float = 1.0,
         request_timeout: float = 30.0,
         random_port_fallback: bool = False,
+        metrics: Callable[[], str] | None = None,
     ) -> None:
         if credentials is None or not credentials.password:
             raise ValueError("the API never runs without credentials")
@@ -251,6 +294,10 @@ class ApiServer:
         self.slot_wait = slot_wait
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        if metrics is None:
+            metrics = Scraper(backend_parts(commands), version=commands.software_version)
+        #: ``GET /metrics``: returns the exposition text (bounded in time; see bmnode.api.scrape)
+        self.metrics: Callable[[], str] | None = metrics
 
     def handle_body(self, body: bytes) -> tuple[bytes, Any]:
         """Run one request body of this server's protocol: (response body, post-reply action)."""

@@ -7,6 +7,10 @@ the result, or a :class:`~bmnode.api.backend.BackendError` with the reference's 
 Connections and the download backlog come from the net process (``get_stats`` on ``E.net``).
 The bound address is written to ``api.json`` in the data directory (so ``--api HOST:0``
 works and the CLI finds the node); the credentials are in ``api.toml`` unless configured.
+``GET /metrics`` gathers the net process's ``get_stats``, the mailbox process's
+``node_status`` (over its own bus socket, so API calls never wait for it), the PoW broker's
+overview and the supervisor's
+``supervisor.json``, each bounded in time (:func:`metrics_parts`).
 The ``shutdown`` command ends this process with
 :data:`~bmnode.node.supervisor.EXIT_STOP_NODE`, which stops the whole node.
 
@@ -34,12 +38,16 @@ import zmq
 
 from bmnode.api.backend import BackendError, Connection, MailboxBackend
 from bmnode.api.notify import STARTING_UP, ApiNotifier
+from bmnode.api.scrape import Part, Scraper
 from bmnode.errors import BmnodeError
 from bmnode.node import bus
 
 log = logging.getLogger("bmnode.apiproc")
 
-__all__ = ["API_FILE", "MailboxProxy", "NetView", "NodeApi", "NodeApiError", "RpcClient", "api_main", "read_api_file"]
+__all__ = [
+    "API_FILE", "BrokerView", "MailboxProxy", "NetView", "NodeApi", "NodeApiError", "RpcClient", "api_main", "metrics_parts",
+    "read_api_file",
+]
 
 #: Where the API process writes its bound address: {"host", "port", "pid", "variant"}.
 API_FILE = "api.json"
@@ -48,6 +56,8 @@ RPC_TIMEOUT = 120.0
 #: Seconds disseminatePreEncryptedMsg waits for the PoW of a nonce-0 object before answering
 #: without its hash (the reference waits as long as the PoW takes).
 DISSEMINATE_WAIT = 300.0
+#: Seconds ``GET /metrics`` waits for each process (the whole scrape: METRICS_TIMEOUT + 1).
+METRICS_TIMEOUT = 2.0
 
 
 class RpcClient:
@@ -190,6 +200,80 @@ class NetView:
                 self._sock = None
 
 
+class BrokerView:
+    """The PoW broker's overview (workers, queued and running jobs, counters) for metrics; a
+    client of its own, started afresh after a timeout so that requests never pile up."""
+
+    def __init__(self, endpoint: str, *, timeout: float = 2.0, context: zmq.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._ctx = context or zmq.Context.instance()
+        self._lock = threading.Lock()
+        self._client: Any = None
+
+    def state(self) -> dict[str, Any]:
+        """``{workers, queued, running, stats}``; BackendError when the broker does not answer."""
+        from bmnode.pow.broker import PowClient
+
+        with self._lock:
+            if self._client is None:
+                self._client = PowClient(self.endpoint, client="api-metrics", timeout=self.timeout, context=self._ctx)
+            try:
+                st = self._client.status()
+            except Exception as exc:  # PowTimeout, or a closed socket at shutdown
+                self._client.close()
+                self._client = None
+                raise BackendError(21, f"the PoW broker did not answer: {exc}") from None
+            return {"workers": st.workers, "queued": st.queued, "running": st.running, "stats": dict(st.stats)}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def metrics_parts(net: NetView, mailbox: RpcClient, status_file: str | Path, *,
+                  supervisor_pid: int | None = None, broker: BrokerView | None = None) -> dict[str, Part]:
+    """The parts of ``GET /metrics`` (see :mod:`bmnode.api.scrape`): ``net`` (``get_stats``),
+    ``mailbox`` (``node_status`` over ``mailbox``, a client of its own), ``pow`` (the broker's
+    overview, with ``broker``) and ``supervisor`` (the status file; left out without an error
+    when absent, an error when written by another supervisor than ``supervisor_pid``)."""
+
+    def net_part() -> dict[str, Any]:
+        st = net.stats()
+        if st is None:
+            raise BackendError(21, f"the net process did not answer within {net.timeout:g} s")
+        conns = [{"inbound": bool(c.get("inbound")), "established": bool(c.get("established"))}
+                 for c in st.connections if isinstance(c, dict)]
+        return {"net": dict(st.counters), "connections": conns}
+
+    def mailbox_part() -> dict[str, Any]:
+        status = mailbox.call("node_status")
+        if not isinstance(status, dict):
+            raise BackendError(21, f"the mailbox process answered node_status with a {type(status).__name__}")
+        return {"mailbox": status}
+
+    def supervisor_part() -> dict[str, Any] | None:
+        try:
+            doc = json.loads(Path(status_file).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise BackendError(21, f"cannot read {status_file}: {exc}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("children"), list):
+            raise BackendError(21, f"{status_file} is not a supervisor status file")
+        if supervisor_pid is not None and doc.get("pid") != supervisor_pid:
+            raise BackendError(21, f"{status_file} was written by pid {doc.get('pid')}, not by this node's "
+                                   f"supervisor (pid {supervisor_pid})")
+        return {"processes": [c for c in doc["children"] if isinstance(c, dict)]}
+
+    parts: dict[str, Part] = {"net": net_part, "mailbox": mailbox_part, "supervisor": supervisor_part}
+    if broker is not None:
+        parts["pow"] = lambda: {"pow": broker.state()}
+    return parts
+
+
 def write_api_file(data_dir: str | Path, host: str, port: int, variant: str) -> Path:
     """Record the bound API address (atomically) for clients: ``<data_dir>/api.json``."""
     path = Path(data_dir) / API_FILE
@@ -215,7 +299,7 @@ def api_main(config: Any, *, bus_dir: str | None = None) -> int:
     until SIGTERM/SIGINT (exit 0) or the ``shutdown`` command (exit EXIT_STOP_NODE)."""
     from bmnode import __version__
     from bmnode.api.xmlrpc import start_api_server
-    from bmnode.node.fullnode import setup_process_logging
+    from bmnode.node.fullnode import STATUS_FILE, setup_process_logging
     from bmnode.node.supervisor import EXIT_STOP_NODE
 
     setup_process_logging(config.log_level, "api")
@@ -226,7 +310,12 @@ def api_main(config: Any, *, bus_dir: str | None = None) -> int:
     endpoints = bus.Endpoints(bus_dir or config.data_dir)
     ctx = zmq.Context()
     client = RpcClient(endpoints.mailbox, context=ctx)
-    net = NetView(endpoints.net, context=ctx)
+    net = NetView(endpoints.net, context=ctx, timeout=METRICS_TIMEOUT)
+    metrics_client = RpcClient(endpoints.mailbox, timeout=METRICS_TIMEOUT, context=ctx)
+    broker = BrokerView(endpoints.pow, timeout=METRICS_TIMEOUT, context=ctx)
+    scraper = Scraper(metrics_parts(net, metrics_client, Path(config.data_dir) / STATUS_FILE,
+                                    supervisor_pid=os.getppid(), broker=broker),
+                      version=__version__, timeout=METRICS_TIMEOUT + 1.0)
 
     def shutdown() -> None:
         log.info("API: shutdown requested")
@@ -239,7 +328,7 @@ def api_main(config: Any, *, bus_dir: str | None = None) -> int:
     )
     server = start_api_server(
         backend, config.data_dir, config.api.host, config.api.port, username=config.api_user,
-        password=config.api_password, variant=config.api_variant,
+        password=config.api_password, variant=config.api_variant, metrics=scraper,
     )
     host, port = server.address
     api_file = write_api_file(config.data_dir, host, port, config.api_variant)
@@ -261,6 +350,8 @@ def api_main(config: Any, *, bus_dir: str | None = None) -> int:
         except OSError:
             pass
         client.close()
+        metrics_client.close()
+        broker.close()
         net.close()
         ctx.term()
         if notifier is not None:

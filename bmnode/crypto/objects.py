@@ -44,10 +44,12 @@ from bmnode.protocol.constants import (
     OBJECT_BROADCAST,
     OBJECT_GETPUBKEY,
     OBJECT_MSG,
+    OBJECT_ONIONPEER,
     OBJECT_PUBKEY,
 )
 from bmnode.protocol.encoding import Reader, u64
 from bmnode.protocol.framing import decode_frame, frame
+from bmnode.protocol.hosts import onionpeer_version
 from bmnode.protocol.msgencoding import DecodedMessage, decode_message, encode_message
 from bmnode.protocol.objects import (
     BroadcastPayload,
@@ -55,6 +57,7 @@ from bmnode.protocol.objects import (
     EncryptedPubkeyPayload,
     GetPubkeyPayload,
     MsgPlaintext,
+    OnionPeerPayload,
     ParsedObject,
     PubkeyData,
     attach_nonce,
@@ -90,6 +93,7 @@ __all__ = [
     "build_broadcast",
     "build_getpubkey",
     "build_msg",
+    "build_onionpeer",
     "build_pubkey",
     "expects_ack",
     "is_ack_for",
@@ -107,6 +111,8 @@ Signer = Callable[[bytes], bytes]
 BROADCAST_TO_ADDRESS = "[Broadcast subscribers]"
 #: 10.2 step 1: longer getpubkey objects are ignored.
 GETPUBKEY_MAX_LENGTH = 200
+#: onionpeer objects go to stream 1 whatever streams the node joined (12.5; the reference's choice).
+ONIONPEER_STREAM = 1
 #: 10.3.1-10.3.3: minimum whole-object length per pubkey version.
 PUBKEY_MIN_LENGTHS = {2: 146, 3: 170, 4: 350}
 #: 10.4 step 3: shorter msg plaintexts are ignored.
@@ -312,6 +318,17 @@ def build_pubkey(
     assert identity.address_public_key is not None and tag is not None
     blob = ecies.encrypt(identity.address_public_key, signed, ephemeral_privkey=ephemeral_privkey, iv=iv)
     return _outgoing(expires_time, OBJECT_PUBKEY, 4, s, EncryptedPubkeyPayload(tag, blob).encode(), signature=sig)
+
+
+def build_onionpeer(host: str, port: int, expires_time: int) -> OutgoingObject:
+    """The onionpeer object of a node reachable as the onion service ``host:port`` (12.5):
+    version 2 for a v2 name, 3 for a v3 one, stream 1; it needs network-minimum PoW.
+    A bad name or port raises InvalidObject."""
+    try:
+        payload = OnionPeerPayload.for_peer(host, port)
+    except MalformedMessage as exc:
+        raise InvalidObject(f"cannot announce {host!r}:{port!r} as an onion service: {exc}") from None
+    return _outgoing(expires_time, OBJECT_ONIONPEER, onionpeer_version(host), ONIONPEER_STREAM, payload.encode())
 
 
 def expects_ack(recipient: PubkeyRecord | Identity) -> bool:

@@ -19,6 +19,7 @@ from bmnode.protocol.constants import NETWORK_MIN_EXTRA, NETWORK_MIN_NTPB, TTL_J
 from bmnode.protocol.objects import BEHAVIOR_DOES_ACK
 
 if TYPE_CHECKING:  # pragma: no cover
+    from bmnode.mailbox.jobs import Outgoing
     from bmnode.protocol.objects import ParsedObject
     from bmnode.store.mailbox import MailboxStore
 
@@ -38,6 +39,8 @@ class MailboxConfig:
     ``max_acceptable_*``: above this a recipient's demand makes the send ``toodifficult``
     (0: no limit). ``stop_resending_after``: seconds after queueing when resends stop
     (0: never). ``ttl_jitter``: the random +-seconds added to every TTL (7.3).
+    ``onion_peer``: (onion name, port) of this node's Tor onion service, announced with an
+    onionpeer object (12.5) checked every ``onion_check_interval`` seconds (~2 h); None: none.
     """
 
     min_ntpb: int = NETWORK_MIN_NTPB
@@ -50,12 +53,17 @@ class MailboxConfig:
     send_acks: bool = True
     exhaustive_trial_decryption: bool = True
     housekeeping_interval: int = 3600
+    onion_peer: tuple[str, int] | None = None
+    onion_check_interval: int = 7200
 
     def __post_init__(self) -> None:
         for name in ("min_ntpb", "min_extra"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer")
         object.__setattr__(self, "streams", frozenset(self.streams))
+        if self.onion_peer is not None:
+            host, port = self.onion_peer
+            object.__setattr__(self, "onion_peer", (str(host).lower(), int(port)))
 
 
 @dataclass
@@ -175,4 +183,7 @@ class MailboxBase:
         raise NotImplementedError
 
     def _receive_broadcast(self, p: "ParsedObject", now: int) -> None:
+        raise NotImplementedError
+
+    def _publish(self, obj: bytes, kind: str, now: int) -> "Outgoing":
         raise NotImplementedError

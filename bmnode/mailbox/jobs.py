@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Outgoing", "PowJob", "complete", "run_until_idle", "solve_job"]
 
 #: Job kinds: what the finished object is for.
-JOB_KINDS = ("getpubkey", "pubkey", "ack", "msg", "broadcast", "object")
+JOB_KINDS = ("getpubkey", "pubkey", "ack", "msg", "broadcast", "object", "onionpeer")
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,8 @@ class PowJob:
     """Find a nonce for ``body`` (the object without its nonce) with trial value <= ``target``.
 
     ``job_id`` is handed back to :meth:`Mailbox.pow_done` with the nonce. ``kind`` says what
-    the object is (getpubkey, pubkey, ack, msg, broadcast, object); ``ntpb``/``extra`` are the
-    difficulty the target was computed with (for display and priorities).
+    the object is (getpubkey, pubkey, ack, msg, broadcast, object, onionpeer); ``ntpb``/``extra``
+    are the difficulty the target was computed with (for display and priorities).
     """
 
     job_id: int

@@ -61,6 +61,7 @@ from bmnode.mailbox.base import MailboxConfig, Counters, locked, log
 from bmnode.mailbox.errors import FROM_ADDRESS_NOT_FOUND, MESSAGES, ApiError, check_address
 from bmnode.mailbox.folders import FoldersMixin
 from bmnode.mailbox.jobs import Outgoing, PowJob
+from bmnode.mailbox.onion import OnionPeerMixin
 from bmnode.mailbox.status import (
     ACKRECEIVED,
     AWAITINGPUBKEY,
@@ -117,7 +118,7 @@ def _expires_of(obj_or_body: bytes, *, body: bool) -> int:
     return int.from_bytes(obj_or_body[start : start + 8], "big")
 
 
-class Mailbox(AccountsMixin, FoldersMixin):
+class Mailbox(AccountsMixin, FoldersMixin, OnionPeerMixin):
     """Identities, contacts, inbox/sent and the send pipeline of one node (see module doc).
 
     ``data_dir``: the directory holding ``mailbox.sqlite`` (or the file path itself).
@@ -460,9 +461,9 @@ class Mailbox(AccountsMixin, FoldersMixin):
         """Advance every pending send from its stored state; returns the new PoW jobs.
 
         Resends msgs whose ack did not come within 1.1 x TTL (TTL doubled per retry, at most
-        28 days) and getpubkeys left unanswered; builds acks, msgs, broadcasts, getpubkeys and
-        pubkeys as PoW jobs. Jobs issued before (and not finished) are not repeated; after a
-        restart every stored job is issued again.
+        28 days) and getpubkeys left unanswered; builds acks, msgs, broadcasts, getpubkeys,
+        pubkeys and our onionpeer object (12.5) as PoW jobs. Jobs issued before (and not
+        finished) are not repeated; after a restart every stored job is issued again.
         """
         now = clock(now)
         self._housekeeping(now)
@@ -474,6 +475,7 @@ class Mailbox(AccountsMixin, FoldersMixin):
             self._advance_msg(row, now)
         for row in self.store.sent_with_status([BROADCASTQUEUED], due_by=now):
             self._advance_broadcast(row, now)
+        self._check_onionpeer(now)
         return list(self._issue_jobs(now))
 
     def _housekeeping(self, now: int) -> None:

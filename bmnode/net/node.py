@@ -23,6 +23,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from bmnode.errors import MalformedMessage
 from bmnode.net.bootstrap import BOOTSTRAP_NAMES, BOOTSTRAP_ONION
 from bmnode.net.connection import (
     ERR_SELF,
@@ -33,6 +34,7 @@ from bmnode.net.connection import (
 )
 from bmnode.net.dandelion import LOCAL, DandelionState
 from bmnode.net.download import DownloadTracker
+from bmnode.net.lan import LanDiscovery
 from bmnode.net.settings import NetSettings
 from bmnode.net.socks import ProxyRefused, ProxySettings, open_via_proxy
 from bmnode.net.tls import tls_available
@@ -41,6 +43,7 @@ from bmnode.protocol.constants import (
     NODE_DANDELION,
     NODE_NETWORK,
     NODE_SSL,
+    OBJECT_ONIONPEER,
 )
 from bmnode.protocol.encoding import encode_var_int
 from bmnode.protocol.framing import frame
@@ -55,9 +58,10 @@ from bmnode.protocol.messages import (
     ObjectMessage,
     Version,
 )
+from bmnode.protocol.objects import OnionPeerPayload, parse_object
 from bmnode.protocol.validation import RelayVerdict, check_relay
 from bmnode.store.inventory import Inventory
-from bmnode.store.knownnodes import KnownNodes, dial_group, filter_addr
+from bmnode.store.knownnodes import KnownNodes, dial_group, filter_addr, is_onion
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +106,6 @@ class InjectResult:
         return self.verdict.accept
 
 
-def _is_onion(host: str) -> bool:
-    return host.lower().endswith(".onion")
-
-
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -126,6 +126,7 @@ class RelayNode:
         rng: random.Random | None = None,
         on_object: ObjectHook | None = None,
         owns_stores: bool = False,
+        own_onion: tuple[str, int] | None = None,
     ) -> None:
         self.settings = settings
         self.inventory = inventory
@@ -179,6 +180,11 @@ class RelayNode:
         self._dialing: dict[Peer, asyncio.Task] = {}
         self._retry: dict[Peer, tuple[float, float]] = {}
         self._self_addrs: set[Peer] = set()
+        #: Our own onion service (host, port), if we run as one: a known node of stream 1
+        #: flagged ``self`` (never dialled), as the reference records its ``onionhostname``.
+        self.own_onion: Peer | None = (own_onion[0].lower(), own_onion[1]) if own_onion else None
+        if self.own_onion is not None:
+            self._self_addrs.add(self.own_onion)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -189,6 +195,8 @@ class RelayNode:
         self.listen_port = s.listen_port
         self.counters: Counter[str] = Counter()
         self.started_at = 0.0
+        #: LAN peer discovery (12.4); None when off.
+        self.lan: LanDiscovery | None = LanDiscovery.from_settings(s, clock=clock, rng=self.rng)
 
     # ================================================================== life cycle
 
@@ -230,10 +238,17 @@ class RelayNode:
                 "outbound peers through the %s%s", s.proxy,
                 "" if s.listen else "; not accepting inbound peers (socks_listen is off)",
             )
+        if self.lan is not None and not await self.lan.start(self.listen_port):
+            self.lan = None
         if s.bootstrap:
             seeded = self.knownnodes.seed_defaults(int(self.clock()))
             if seeded:
                 log.info("seeded %d default nodes", seeded)
+        if self.own_onion is not None:
+            try:
+                self.knownnodes.add(1, *self.own_onion, int(self.clock()), is_self=True)
+            except Exception as exc:
+                log.warning("cannot record our onion service %s:%d: %s", *self.own_onion, exc)
         self.dandelion.refresh([], time.monotonic(), force=True)
         self._tasks = [
             asyncio.create_task(self._tick_loop(), name="bmnode-net-tick"),
@@ -247,6 +262,8 @@ class RelayNode:
         self._running = False
         if self._server is not None:
             self._server.close()
+        if self.lan is not None:
+            await self.lan.stop()
         for t in self._tasks + list(self._dialing.values()):
             t.cancel()
         for t in self._tasks + list(self._dialing.values()):
@@ -671,11 +688,38 @@ class RelayNode:
                 self._stem_out.setdefault(child, []).append(h)
         else:
             self._queue_announce(h, stream, verdict.header.expires_time, [conn, *offerers])
+        if verdict.process and verdict.header.object_type == OBJECT_ONIONPEER:
+            self._learn_onionpeer(data, stream)
         if self.on_object is not None:
             try:
                 self.on_object(h, data, verdict, False)
             except Exception:
                 log.exception("object hook failed")
+
+    def _learn_onionpeer(self, data: bytes, stream: int) -> None:
+        """12.5: the public host an accepted onionpeer object announces becomes a known node of
+        the object's stream. A malformed payload is only logged (the object is still relayed)."""
+        try:
+            payload = parse_object(data).payload
+            if not isinstance(payload, OnionPeerPayload):
+                return  # a version other than 2/3: relayed, not interpreted
+            host, port = payload.peer()
+        except MalformedMessage as exc:
+            self.counters["onionpeer_malformed"] += 1
+            log.debug("ignoring the host of onionpeer object %s: %s", inventory_hash(data).hex()[:16], exc)
+            return
+        if not is_public(host):
+            log.debug("ignoring onionpeer object announcing the private address %s:%d", host, port)
+            return
+        try:
+            is_self = (host, port) in self._self_addrs
+            added = self.knownnodes.add(stream, host, port, int(self.clock()), is_self=is_self)
+        except Exception as exc:
+            log.debug("not recording onion peer %s:%d: %s", host, port, exc)
+            return
+        if added:
+            self.counters["onionpeer_learned"] += 1
+            log.debug("learnt %s:%d (stream %d) from an onionpeer object", host, port, stream)
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and self._loop is not None:
@@ -933,6 +977,10 @@ class RelayNode:
             for c in self.outbound()
             if c.dialled
         }
+        if self.lan is not None:
+            want -= self._dial_discovered(want, exclude, groups, mono)
+            if want <= 0:
+                return
         now = int(self.clock())
         for stream in sorted(self.streams):
             try:
@@ -942,6 +990,7 @@ class RelayNode:
                     exclude,
                     exclude_groups=groups,
                     allow_private=s.allow_private_peers,
+                    proxied=s.proxy is not None,
                     limit=want,
                     rng=self.rng,
                 )
@@ -961,10 +1010,36 @@ class RelayNode:
             if want <= 0:
                 return
 
+    def _dial_discovered(self, want: int, exclude: set[Peer | str], groups: set[str], mono: float) -> int:
+        """4.9: each free outbound slot first tries, with probability 1/2, a peer found by LAN
+        discovery (12.4), skipping connected, own, backed-off and same-group ones; how many dialled."""
+        assert self.lan is not None
+        allow = self.settings.allow_private_peers
+
+        def skip(p: Peer) -> bool:
+            return (
+                p in exclude
+                or p in self._dialing
+                or mono < self._retry.get(p, (0.0, 0.0))[0]
+                or dial_group(p[0], p[1], allow_private=allow) in groups
+            )
+
+        dialled = 0
+        for _ in range(want):
+            peer = self.lan.choose(skip)
+            if peer is None:
+                continue
+            exclude.add(peer)
+            groups.add(dial_group(peer[0], peer[1], allow_private=allow))
+            self.counters["lan_dials"] += 1
+            self._dial(peer)
+            dialled += 1
+        return dialled
+
     def can_dial(self, host: str) -> bool:
         """Whether ``host`` may be dialled: .onion peers only through a proxy (without one the
         name would go to the local resolver, a leak, and fail)."""
-        return self.settings.proxy is not None or not _is_onion(host)
+        return self.settings.proxy is not None or not is_onion(host)
 
     def _bootstrap_target(self) -> Peer:
         """12.3 target: a bootstrap name; through SOCKS5, half of the time the reference's

@@ -65,6 +65,18 @@ class NetSettings:
     proxy: ProxySettings | None = None
     #: Bound on a proxied dial (proxy connect + SOCKS handshake; Tor circuits are slow).
     proxy_timeout: float = 30.0
+    #: LAN peer discovery over UDP (12.4, bmnode/net/lan.py): off behind a proxy or when not
+    #: listening; a loopback-only listener binds 127.0.0.1 and never announces.
+    lan_discovery: bool = True
+    #: The UDP port bound (the reference's 8444; 0 = any free port, tests).
+    lan_port: int = DEFAULT_PORT
+    #: Where announcements go: the LAN broadcast address, or a unicast address (tests).
+    lan_announce_host: str = "<broadcast>"
+    #: Destination port of announcements; None = ``lan_port``.
+    lan_announce_port: int | None = None
+    lan_announce_interval: float = 60.0
+    #: Seconds a discovered peer is kept after its last announcement.
+    lan_peer_lifetime: float = 300.0
 
     # --- connection rules -----------------------------------------------------------
     #: Extra inbound head-room before new TCP connections are refused outright (4.9).
@@ -150,6 +162,7 @@ def settings_from_config(cfg: "NodeConfig", **overrides: Any) -> NetSettings:
         streams=tuple(cfg.streams),
         user_agent=cfg.user_agent.encode("utf-8"),
         allow_private_peers=cfg.allow_private_peers,
+        lan_discovery=getattr(cfg, "lan_discovery", True),
     )
     proxy = proxy_from_config(cfg)
     # As the reference: behind a proxy the node accepts no inbound peers unless told to.

@@ -57,7 +57,8 @@ def make_object(
 
 def node_settings(data_dir: Path | None = None, **overrides: Any) -> NetSettings:
     """NetSettings for a loopback test node: ephemeral port, no bootstrap, private peers
-    allowed, PoW 1:1, Dandelion off, short timers. ``overrides`` change any field."""
+    allowed, PoW 1:1, Dandelion off, no LAN discovery socket, short timers. ``overrides``
+    change any field."""
     s = NetSettings(
         data_dir=data_dir,
         listen_host=LOOPBACK,
@@ -74,6 +75,7 @@ def node_settings(data_dir: Path | None = None, **overrides: Any) -> NetSettings
         reconnect_delay=0.2,
         reconnect_delay_max=2.0,
         connect_timeout=5.0,
+        lan_discovery=False,
     )
     for k, v in overrides.items():
         if not hasattr(s, k):

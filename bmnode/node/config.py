@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from bmnode.errors import ConfigError
+from bmnode.errors import ConfigError, MalformedMessage
 from bmnode.protocol.constants import (
     DEFAULT_MAX_TOTAL_CONNECTIONS,
     DEFAULT_PORT,
@@ -29,6 +29,7 @@ from bmnode.protocol.constants import (
     NETWORK_MIN_NTPB,
     USER_AGENT,
 )
+from bmnode.protocol.hosts import encode_onion
 
 __all__ = [
     "CONFIG_FILE",
@@ -308,6 +309,24 @@ def _socks_credential(value: Any, where: str) -> str | None:
     return value
 
 
+def _onion_hostname(value: Any, where: str) -> str | None:
+    """This node's own onion service name (the reference's ``onionhostname``): 16 (Tor v2) or 56
+    (Tor v3) base32 characters + ``.onion``, lower-cased; empty means none."""
+    if value is None or value == "":
+        return None
+    try:
+        if not isinstance(value, str):
+            raise MalformedMessage(f"not text: {value!r}")
+        encode_onion(value.strip())
+    except MalformedMessage:
+        raise _bad(
+            where,
+            f"expected this node's onion service name: 16 (Tor v2) or 56 (Tor v3) base32 characters "
+            f"(a-z, 2-7) followed by .onion, as in Tor's hostname file; got {value!r}",
+        ) from None
+    return value.strip().lower()
+
+
 #: Upper bound on --decrypt-workers and --pow-threads (sanity limits).
 MAX_DECRYPT_WORKERS = 256
 MAX_POW_THREADS = 1024
@@ -326,6 +345,7 @@ _CHECKERS: dict[str, Checker] = {
     "user_agent": _user_agent,
     "dandelion": _bool,
     "allow_private_peers": _bool,
+    "lan_discovery": _bool,
     "api": _listen,
     "api_user": _api_user,
     "api_password": _api_password,
@@ -345,6 +365,8 @@ _CHECKERS: dict[str, Checker] = {
     "socks_password": _socks_credential,
     "socks_authentication": _optional(_bool),
     "socks_listen": _bool,
+    "onion_hostname": _onion_hostname,
+    "onion_port": _optional(_int_range(1, 0xFFFF)),
 }
 
 
@@ -387,6 +409,9 @@ class NodeConfig:
     dandelion: bool = True
     #: Learn and dial private/loopback addresses (test networks on 127.0.0.1).
     allow_private_peers: bool = False
+    #: LAN peer discovery over UDP port 8444 (12.4): announce ourselves every 60 s when
+    #: listening on a non-loopback address without a proxy, and dial peers announcing on the LAN.
+    lan_discovery: bool = True
     #: The XML-RPC API's address (port 0: any free port, written to ``api.json``).
     api: HostPort = HostPort("127.0.0.1", DEFAULT_API_PORT)
     #: HTTP Basic credentials of the API; no password: generated once, kept in ``api.toml``.
@@ -425,12 +450,25 @@ class NodeConfig:
     socks_authentication: bool | None = None
     #: Keep accepting inbound peers while proxied (the reference's ``sockslisten``; off by default).
     socks_listen: bool = False
+    #: Our own Tor onion service (the reference's ``onionhostname``/``onionport``): when set, an
+    #: onionpeer object announcing it is published (12.5). The port defaults to ``listen``'s.
+    onion_hostname: str | None = None
+    onion_port: int | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = _CHECKERS[f.name](getattr(self, f.name), f"NodeConfig.{f.name}")
             object.__setattr__(self, f.name, value)
         self._check_socks()
+        if self.onion_hostname is not None and self.onion_port is None and self.listen.port == 0:
+            raise _bad("--onion-port", "is needed with --onion-hostname when --listen has port 0 (any free port)")
+
+    @property
+    def onion_peer(self) -> tuple[str, int] | None:
+        """(onion name, port) this node announces as an onion service, or None."""
+        if self.onion_hostname is None:
+            return None
+        return self.onion_hostname, self.onion_port if self.onion_port is not None else self.listen.port
 
     def _check_socks(self) -> None:
         """Cross-checks of the proxy options (each value alone is already checked)."""
@@ -505,6 +543,7 @@ FLAGS: dict[str, str] = {
     "log_level": "--log-level",
     "dandelion": "--no-dandelion",
     "allow_private_peers": "--allow-private-peers",
+    "lan_discovery": "--no-lan-discovery",
     "api": "--api",
     "api_user": "--api-user",
     "api_password": "--api-password",
@@ -523,6 +562,8 @@ FLAGS: dict[str, str] = {
     "socks_username": "--socks-username",
     "socks_password": "--socks-password",
     "socks_listen": "--socks-listen",
+    "onion_hostname": "--onion-hostname",
+    "onion_port": "--onion-port",
 }
 
 #: File keys besides the option names: alias -> (option, negated).
@@ -531,6 +572,8 @@ _ALIASES: dict[str, tuple[str, bool]] = {
     "no_bootstrap": ("bootstrap", True),
     "no_tls": ("tls", True),
     "no_dandelion": ("dandelion", True),
+    "no_lan_discovery": ("lan_discovery", True),
+    "udp": ("lan_discovery", False),  # the reference's keys.dat name
     "apinotifypath": ("api_notify_path", False),  # the reference's keys.dat name
     "apivariant": ("api_variant", False),
     # The reference's keys.dat names of the proxy settings.
@@ -541,6 +584,8 @@ _ALIASES: dict[str, tuple[str, bool]] = {
     "sockspassword": ("socks_password", False),
     "socksauthentication": ("socks_authentication", False),
     "sockslisten": ("socks_listen", False),
+    "onionhostname": ("onion_hostname", False),
+    "onionport": ("onion_port", False),
 }
 
 
@@ -639,6 +684,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="learn and dial private/loopback addresses (test networks)",
     )
     parser.add_argument(
+        "--no-lan-discovery", dest="lan_discovery", action="store_const", const=False, default=None,
+        help="neither announce this node on the LAN (UDP broadcast to port 8444 every 60 s) nor dial peers "
+        "announced there",
+    )
+    parser.add_argument(
         "--api", metavar="HOST:PORT", default=None,
         help=f"XML-RPC API address (default 127.0.0.1:{DEFAULT_API_PORT}; port 0: any free port, see api.json)",
     )
@@ -702,6 +752,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--socks-listen", dest="socks_listen", action="store_const", const=True, default=None,
         help="keep accepting inbound peers on --listen while a SOCKS proxy is set (off by default, as the reference)",
+    )
+    parser.add_argument(
+        "--onion-hostname", metavar="NAME.onion", default=None,
+        help="this node's Tor onion service (16 or 56 base32 characters + .onion, from Tor's hostname file): "
+        "publish an onionpeer object announcing it, renewed while the node runs",
+    )
+    parser.add_argument(
+        "--onion-port", metavar="PORT", default=None,
+        help="the onion service's virtual port announced with --onion-hostname (default: the --listen port)",
     )
 
 

@@ -84,7 +84,7 @@ READ_METHODS = frozenset({
     "get_deterministic_address", "inbox_message_ids", "sent_message_ids", "ping", "node_status", "disseminated_hash",
 })
 #: Priorities of PoW jobs at the broker: what a waiting peer needs first.
-PRIORITY = {"ack": 2, "msg": 2, "pubkey": 3, "getpubkey": 1, "broadcast": 1, "object": 0}
+PRIORITY = {"ack": 2, "msg": 2, "pubkey": 3, "getpubkey": 1, "broadcast": 1, "object": 0, "onionpeer": 0}
 #: Mailbox setting holding the last inventory row id processed.
 MARK_SETTING = "mailboxproc.inventory_mark"
 _DONE_CACHE = 200_000
@@ -720,7 +720,12 @@ def _pid() -> int:
 
 def mailbox_config(config: Any) -> MailboxConfig:
     """The MailboxConfig of a :class:`~bmnode.node.config.NodeConfig`."""
-    return MailboxConfig(min_ntpb=config.network_pow[0], min_extra=config.network_pow[1], streams=frozenset(config.streams))
+    return MailboxConfig(
+        min_ntpb=config.network_pow[0],
+        min_extra=config.network_pow[1],
+        streams=frozenset(config.streams),
+        onion_peer=config.onion_peer,
+    )
 
 
 def mailbox_main(config: Any, *, bus_dir: str | None = None) -> int:

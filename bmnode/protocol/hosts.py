@@ -67,6 +67,25 @@ def decode_onion(data: bytes) -> str:
     return base64.b32encode(rest).decode("ascii").lower() + ".onion"
 
 
+def onionpeer_version(host: str) -> int:
+    """Object version of an onionpeer about ``host`` (12.5): 2 for a v2 (16-character) onion
+    name, 3 for a v3 one; anything else raises MalformedMessage."""
+    encoded = encode_onion(host)
+    return 2 if len(encoded) == len(ONION_PREFIX) + ONION_V2_CHARS * 5 // 8 else 3
+
+
+def decode_peer_host(data: bytes) -> str:
+    """Text form of the host of an onionpeer payload (12.5), as the reference reads it: a v2 or
+    v3 onion (prefix + 10 or 35 bytes) or a plain 16-byte IPv4/IPv6 field. Other lengths raise
+    MalformedMessage; whether the host is public is for the caller to check."""
+    data = bytes(data)
+    if data.startswith(ONION_PREFIX):
+        if len(data) - len(ONION_PREFIX) not in (ONION_V2_CHARS * 5 // 8, ONION_V3_CHARS * 5 // 8):
+            raise MalformedMessage(f"onion host of {len(data)} bytes is neither a v2 (16) nor a v3 (41) encoding")
+        return decode_onion(data)
+    return decode_host(data)
+
+
 def encode_host(host: str | bytes, *, truncate: bool = False) -> bytes:
     """16-byte host field for an IPv4/IPv6 literal or a v2 onion name (raw 16 bytes pass through).
 

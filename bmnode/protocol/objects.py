@@ -28,6 +28,7 @@ from bmnode.protocol.constants import (
 )
 from bmnode.protocol.encoding import Reader, encode_var_int, u32, u64
 from bmnode.protocol.hashing import double_sha512, inventory_hash, ripe_of
+from bmnode.protocol.hosts import decode_peer_host, encode_onion
 
 __all__ = [
     "BEHAVIOR_FLAGS",
@@ -408,6 +409,20 @@ class OnionPeerPayload:
 
     port: int
     host: bytes
+
+    @classmethod
+    def for_peer(cls, host: str, port: int) -> "OnionPeerPayload":
+        """The payload announcing ``host:port`` (a v2 or v3 onion name; port 1..65535)."""
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port <= 0xFFFF:
+            raise MalformedMessage(f"onionpeer port must be 1..65535, got {port!r}")
+        return cls(port, encode_onion(host))
+
+    def peer(self) -> tuple[str, int]:
+        """(host text, port) as receivers read it (12.5); MalformedMessage for a host of no
+        known encoding or a port outside 1..65535."""
+        if not 0 < self.port <= 0xFFFF:
+            raise MalformedMessage(f"onionpeer port {self.port} is outside 1..65535")
+        return decode_peer_host(self.host), self.port
 
     def encode(self) -> bytes:
         return encode_var_int(self.port) + bytes(self.host)

@@ -33,6 +33,7 @@ __all__ = [
     "accept_probability",
     "dial_group",
     "filter_addr",
+    "is_onion",
     "normalise_host",
 ]
 
@@ -107,6 +108,11 @@ def normalise_host(host: str) -> str:
     except ValueError:
         raise MalformedMessage(f"not an IP address or onion name: {host!r}") from None
     return decode_host(encode_host(host))
+
+
+def is_onion(host: str) -> bool:
+    """Whether ``host`` is a ``.onion`` name (reachable only through a SOCKS proxy)."""
+    return host.lower().endswith(".onion")
 
 
 def _check_port(port: int) -> int:
@@ -330,13 +336,14 @@ class KnownNodes:
 
     def seed_defaults(self, now: int, nodes: Iterable[Peer] | None = None, stream: int | None = None) -> int:
         """Insert the built-in default nodes (12.3; ``nodes`` replaces the list) with
-        lastseen = now - 28 days + 10 min, only into an empty stream. Call it only when
-        bootstrapping is enabled; returns how many were inserted."""
+        lastseen = now - 28 days + 10 min, only into a stream holding nothing but our own
+        (``self``) entries. Call it only when bootstrapping is enabled; returns how many were
+        inserted."""
         from bmnode.net.bootstrap import DEFAULT_NODE_AGE, DEFAULT_NODES, DEFAULT_NODES_STREAM
 
         nodes = DEFAULT_NODES if nodes is None else nodes
         stream = DEFAULT_NODES_STREAM if stream is None else stream
-        if self._streams.get(stream):
+        if any(not n.is_self for n in self._streams.get(stream, {}).values()):
             return 0
         lastseen = int(now) - DEFAULT_NODE_AGE
         writes = []
@@ -348,13 +355,13 @@ class KnownNodes:
         return len(writes)
 
     def only_defaults(self, defaults: Iterable[Peer] | None = None) -> bool:
-        """True when nothing but built-in default nodes (or ``defaults``) is known: the one-off
-        bootstrap connection of 12.3 is then due."""
+        """True when nothing but built-in default nodes (or ``defaults``) and our own entries
+        (``self``) are known: the one-off bootstrap connection of 12.3 is then due."""
         from bmnode.net.bootstrap import DEFAULT_NODES
 
         defaults = DEFAULT_NODES if defaults is None else defaults
         allowed = {(normalise_host(h), p) for h, p in defaults}
-        return all(key in allowed for nodes in self._streams.values() for key in nodes)
+        return all(key in allowed or n.is_self for nodes in self._streams.values() for key, n in nodes.items())
 
     # -------------------------------------------------------------- gossip and dialing
 
@@ -393,6 +400,7 @@ class KnownNodes:
         *,
         exclude_groups: Collection[str] = (),
         allow_private: bool = False,
+        proxied: bool = False,
         limit: int = 1,
         draws: int = DIAL_DRAWS,
         rng: random.Random | None = None,
@@ -402,7 +410,8 @@ class KnownNodes:
         entries older than 28 days, anything in ``exclude`` (connected or own (host, port)
         pairs; a bare host excludes every port of it), and any peer whose :func:`dial_group`
         is in ``exclude_groups`` (those of the current outbound connections) or equals that of
-        a peer already chosen."""
+        a peer already chosen. Onion peers are drawn only when ``proxied`` (a SOCKS proxy is
+        set), and then one with a positive rating is always accepted (the reference's priority)."""
         rng = rng or random
         nodes = self._streams.get(stream)
         if not nodes or limit < 1:
@@ -417,7 +426,13 @@ class KnownNodes:
                 continue
             if key in exclude or key[0] in exclude or key in chosen:
                 continue
-            if rng.random() >= accept_probability(node.rating):
+            rating = node.rating
+            if is_onion(key[0]):
+                if not proxied:
+                    continue
+                if rating > 0:
+                    rating = MAX_RATING
+            if rng.random() >= accept_probability(rating):
                 continue
             group = dial_group(key[0], key[1], allow_private=allow_private)
             if group in groups:

@@ -338,3 +338,55 @@ def test_mailbox_announces_nothing_when_stream_1_is_not_joined(tmp_path: Path):
         assert mb.tick(NOW) == []  # the net process would refuse an object of stream 1
     finally:
         mb.close()
+
+
+# ------------------------------------------------------------------------ the node as an onion service
+
+
+def test_config_wires_the_onion_service_into_the_net_settings(tmp_path: Path):
+    from bmnode.net.settings import settings_from_config
+
+    proxied = NodeConfig(data_dir=tmp_path, socks_proxy_type="socks5", onion_hostname=V3, onion_port=8445)
+    s = settings_from_config(proxied)
+    assert s.onion == (V3, 8445)
+    assert s.listen  # Tor hands the service's connections to us: listening without --socks-listen
+    assert not settings_from_config(NodeConfig(data_dir=tmp_path, socks_proxy_type="socks5")).listen
+    assert settings_from_config(NodeConfig(data_dir=tmp_path)).onion is None
+
+
+def test_onion_service_node_records_itself_and_answers_tor_peers_as_the_service(tmp_path: Path):
+    """Inbound peers from Tor's address get the reference's version for an onion service:
+    addr_recv 127.0.0.1:8444 and our onion port as the listening port; others get the usual one."""
+
+    async def main():
+        s = node_settings(tmp_path / "n", proxy=ProxySettings(kind="socks5", host="localhost"), onion=(V3, 8445),
+                          tls=False)
+        node = RelayNode.open(s)
+        await node.start()
+        try:
+            entry = node.knownnodes.get(1, V3, 8445)
+            assert entry is not None and entry.is_self
+            peer = await RawPeer.connect(node.listen_port)  # from 127.0.0.1: as Tor's connections
+            try:
+                v = await peer.handshake()
+            finally:
+                peer.close()
+            assert (v.addr_recv.host, v.addr_recv.port) == ("127.0.0.1", 8444)
+            assert v.addr_from.port == 8445
+        finally:
+            await node.stop()
+        plain = RelayNode.open(node_settings(tmp_path / "p", tls=False))
+        await plain.start()
+        try:
+            peer = await RawPeer.connect(plain.listen_port)
+            try:
+                v = await peer.handshake()
+                source_port = peer.writer.get_extra_info("sockname")[1]
+            finally:
+                peer.close()
+            assert v.addr_from.port == plain.listen_port
+            assert (v.addr_recv.host, v.addr_recv.port) == ("127.0.0.1", source_port)
+        finally:
+            await plain.stop()
+
+    run(main())

@@ -23,6 +23,7 @@ from typing import Callable, Protocol
 from bmnode.errors import MalformedMessage
 from bmnode.net.tls import TlsEngine, TlsError
 from bmnode.protocol.constants import (
+    DEFAULT_PORT,
     DEFAULT_STREAM,
     ERROR_FATAL,
     HANDSHAKE_TIMEOUT,
@@ -105,6 +106,10 @@ class ConnectionSettings:
     write_hard_limit: int = 1 << 24
     #: A peer that stays "not writable" this long is dropped.
     drain_timeout: float = 120.0
+    #: When we run as an onion service: its port, and the address Tor's connections come from
+    #: (the SOCKS proxy's host). An inbound peer from there reached us through the service.
+    onion_port: int | None = None
+    tor_host: str | None = None
     clock: Callable[[], float] = field(default=time.time)
 
 
@@ -382,21 +387,29 @@ class Connection(asyncio.Protocol):
         if not self.outbound:
             self._send_version()
 
+    def via_onion_service(self) -> bool:
+        """An inbound peer that reached our onion service (it comes from Tor's address)."""
+        s = self.settings
+        return not self.outbound and s.onion_port is not None and s.tor_host is not None and self.host == s.tor_host
+
     def _send_version(self) -> None:
-        remote = self.host
+        remote, remote_port, listen_port = self.host, self.port, self.settings.listen_port
         try:
             encode_host(remote, truncate=True)
         except MalformedMessage:
             # A DNS name dialled through a proxy: its address is unknown here (the reference
             # then sends 127.0.0.1 too).
             remote = "127.0.0.1"
+        if self.via_onion_service():
+            # As the reference for a peer that came in over Tor: it sees us as the service.
+            remote, remote_port, listen_port = "127.0.0.1", DEFAULT_PORT, self.settings.onion_port
         v = build_version(
             remote_host=remote,
-            remote_port=self.port,
+            remote_port=remote_port,
             nonce=self.nonce,
             timestamp=int(self.settings.clock()),
             services=self.settings.services,
-            listen_port=self.settings.listen_port,
+            listen_port=listen_port,
             user_agent=self.settings.user_agent,
             streams=self.settings.streams,
         )

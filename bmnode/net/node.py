@@ -113,6 +113,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _tor_source(proxy_host: str) -> str:
+    """The address Tor's connections to our onion service come from: the SOCKS proxy's host
+    (``localhost`` meaning 127.0.0.1, as inbound peers are recorded by IP)."""
+    return "127.0.0.1" if proxy_host.lower() == "localhost" else proxy_host
+
+
 class RelayNode:
     """One net process's peers, relay logic and timers. ``await start()`` / ``await stop()``."""
 
@@ -150,6 +156,8 @@ class RelayNode:
             write_high_water=s.write_high_water,
             write_hard_limit=s.write_hard_limit,
             drain_timeout=s.drain_timeout,
+            onion_port=s.onion[1] if s.onion else None,
+            tor_host=_tor_source(s.proxy.host) if (s.onion and s.proxy is not None) else None,
             clock=clock,
         )
         self.connections: set[Connection] = set()
@@ -182,6 +190,7 @@ class RelayNode:
         self._self_addrs: set[Peer] = set()
         #: Our own onion service (host, port), if we run as one: a known node of stream 1
         #: flagged ``self`` (never dialled), as the reference records its ``onionhostname``.
+        own_onion = own_onion if own_onion is not None else s.onion
         self.own_onion: Peer | None = (own_onion[0].lower(), own_onion[1]) if own_onion else None
         if self.own_onion is not None:
             self._self_addrs.add(self.own_onion)

@@ -77,6 +77,10 @@ class NetSettings:
     lan_announce_interval: float = 60.0
     #: Seconds a discovered peer is kept after its last announcement.
     lan_peer_lifetime: float = 300.0
+    #: Our own onion service (host, port) when we run as one (``--onion-hostname``): recorded as
+    #: a known node flagged ``self``; inbound peers that come through Tor get the reference's
+    #: version message for onion services.
+    onion: tuple[str, int] | None = None
 
     # --- connection rules -----------------------------------------------------------
     #: Extra inbound head-room before new TCP connections are refused outright (4.9).
@@ -165,8 +169,10 @@ def settings_from_config(cfg: "NodeConfig", **overrides: Any) -> NetSettings:
         lan_discovery=getattr(cfg, "lan_discovery", True),
     )
     proxy = proxy_from_config(cfg)
-    # As the reference: behind a proxy the node accepts no inbound peers unless told to.
-    s.listen = proxy is None or bool(getattr(cfg, "socks_listen", False))
+    s.onion = getattr(cfg, "onion_peer", None)
+    # As the reference: behind a proxy the node accepts no inbound peers unless told to, or
+    # unless it runs as an onion service (Tor hands it the service's connections).
+    s.listen = proxy is None or bool(getattr(cfg, "socks_listen", False)) or s.onion is not None
     s.proxy = proxy
     names = {f.name for f in fields(NetSettings)}
     for k, v in overrides.items():

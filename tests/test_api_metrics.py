@@ -495,28 +495,32 @@ def test_the_mailbox_part_reads_a_real_mailbox_process(tmp_path):
         svc.close()
 
 
-def test_net_bus_counts_the_bytes_of_closed_connections_too():
-    from bmnode.node.netproc import NetBus
+def test_peer_bytes_count_closed_connections_exactly(tmp_path):
+    """The net node's byte totals (what bmnode_peer_bytes_total shows) keep a closed
+    connection's traffic to the last byte."""
+    import asyncio
 
-    class Conn:
-        def __init__(self, b_in, b_out):
-            self.bytes_in, self.bytes_out = b_in, b_out
+    from bmnode.net.node import RelayNode
+    from bmnode.net.testnet import RawPeer, node_settings, wait_for
 
-    class Node:
-        connections: set = set()
+    async def main():
+        node = RelayNode.open(node_settings(tmp_path / "n", tls=False))
+        await node.start()
+        try:
+            peer = await RawPeer.connect(node.listen_port)
+            await peer.handshake()
+            assert await wait_for(lambda: len(node.established) == 1, 5)
+            conn = next(iter(node.connections))
+            peer.close()
+            assert await wait_for(lambda: not node.connections, 5)
+            assert conn.bytes_in > 0 and conn.bytes_out > 0
+            assert node.peer_bytes() == (conn.bytes_in, conn.bytes_out)
+            stats = node.stats()
+            assert (stats["bytes_received"], stats["bytes_sent"]) == (conn.bytes_in, conn.bytes_out)
+        finally:
+            await node.stop()
 
-    netbus = NetBus.__new__(NetBus)
-    netbus._bytes_gone, netbus._bytes_seen = [0, 0], {}
-    a, b = Conn(10, 20), Conn(1, 2)
-    node = Node()
-    node.connections = {a, b}
-    assert netbus._peer_bytes(node) == (11, 22)
-    a.bytes_in = 15
-    assert netbus._peer_bytes(node) == (16, 22)
-    node.connections = {b}  # a closed (seen last at 15/20): its bytes stay counted
-    assert netbus._peer_bytes(node) == (16, 22)
-    node.connections = {b, Conn(100, 0)}
-    assert netbus._peer_bytes(node) == (116, 22)
+    asyncio.run(asyncio.wait_for(main(), 20))
 
 
 # ====================================================================== a real node, scraped once

@@ -133,7 +133,7 @@ _RECEIVED = "Object hashes announced by peers."
 _OPENED = "Peer connections opened."
 _REFUSED = "Inbound connections refused."
 _DIALS = "Outbound connection attempts."
-_BYTES = "Bytes exchanged with peers (the last seconds of a closed connection may be missed)."
+_BYTES = "Bytes exchanged with peers since start, closed connections included."
 #: net process counters and gauges (``RelayNode.stats()`` plus the bus's)
 _NET: tuple[_Row, ...] = (
     ("objects_received", "bmnode_objects_received_total", "Objects received from peers.", {}),

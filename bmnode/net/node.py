@@ -335,7 +335,14 @@ class RelayNode:
             download_timeouts=self.downloads.timeouts,
             ignored_offers=self.downloads.ignored_offers,
         )
+        out["bytes_received"], out["bytes_sent"] = self.peer_bytes()
         return out
+
+    def peer_bytes(self) -> tuple[int, int]:
+        """Bytes received from and sent to peers since start, closed connections included."""
+        live = list(self.connections)
+        return (self.counters["closed_bytes_received"] + sum(int(c.bytes_in) for c in live),
+                self.counters["closed_bytes_sent"] + sum(int(c.bytes_out) for c in live))
 
     def has_object(self, h: bytes) -> bool:
         """Whether the inventory holds ``h``."""
@@ -505,6 +512,10 @@ class RelayNode:
             conn.resume_reading()
 
     def connection_closed(self, conn: Connection) -> None:
+        if conn in self.connections:
+            # Traffic of closed connections, so that peer byte totals are exact.
+            self.counters["closed_bytes_received"] += int(conn.bytes_in)
+            self.counters["closed_bytes_sent"] += int(conn.bytes_out)
         self.connections.discard(conn)
         if self._nonces.get(conn.nonce) is conn:
             del self._nonces[conn.nonce]

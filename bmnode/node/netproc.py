@@ -57,8 +57,6 @@ class NetBus:
         self._tasks: list[asyncio.Task] = []
         self._bound: list[str] = []
         #: Peer traffic: bytes of the connections gone since (as last seen) and of the current ones.
-        self._bytes_gone = [0, 0]
-        self._bytes_seen: dict[Any, tuple[int, int]] = {}
 
     async def start(self, node: RelayNode) -> None:
         """Bind the three sockets and start serving them."""
@@ -137,7 +135,6 @@ class NetBus:
                 if isinstance(v, int) and not isinstance(v, bool):
                     counters[str(k)] = v
             counters.update({f"bus_{k}": v for k, v in self.counters.items()})
-            counters["bytes_received"], counters["bytes_sent"] = self._peer_bytes(node)
             port = node.listen_port if node.settings.listen else 0
             for c in list(node.connections):
                 if c.closed:
@@ -149,18 +146,6 @@ class NetBus:
                     "streams": list(getattr(c, "streams", ()) or ()),
                 })
         return bus.NetStats(time=time.time(), pid=os.getpid(), listen_port=port, counters=counters, connections=conns)
-
-    def _peer_bytes(self, node: RelayNode) -> tuple[int, int]:
-        """Bytes received and sent over every peer connection since start (a connection's
-        traffic after the last stats before it closed is not counted)."""
-        seen = {c: (int(c.bytes_in), int(c.bytes_out)) for c in list(node.connections)}
-        for c, (b_in, b_out) in self._bytes_seen.items():
-            if c not in seen:
-                self._bytes_gone[0] += b_in
-                self._bytes_gone[1] += b_out
-        self._bytes_seen = seen
-        return (self._bytes_gone[0] + sum(v[0] for v in seen.values()),
-                self._bytes_gone[1] + sum(v[1] for v in seen.values()))
 
     def _inject(self, req: bus.InjectRequest) -> bus.InjectResult:
         assert self.node is not None

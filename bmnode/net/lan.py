@@ -58,6 +58,9 @@ MAX_DATAGRAM = HEADER_SIZE + 9 + MAX_ADDR_ENTRIES * NET_ADDR_SIZE
 MAX_DISCOVERED = 1000
 #: At most one debug line this often about ignored datagrams.
 IGNORED_LOG_INTERVAL = 60.0
+#: At most this many "peer announced itself" lines per IGNORED_LOG_INTERVAL (one datagram can
+#: name 1000 ports, and a LAN host can send many): the rest are counted and summed up later.
+NEW_PEER_LOG_BURST = 10
 #: Announced host: the reference writes 127.0.0.1, receivers use the datagram's source.
 ANNOUNCED_HOST = "127.0.0.1"
 
@@ -150,11 +153,16 @@ def lan_mode(settings: "NetSettings") -> LanMode | None:
     to announce), or a SOCKS proxy carries the outgoing connections (announcing would reveal
     a node that hides behind Tor, and a LAN peer cannot be dialled through it). A node
     listening on loopback only binds 127.0.0.1 and never announces; any other listener binds
-    the UDP port on every IPv4 interface (broadcasts reach only such a socket) and announces."""
+    the UDP port on every IPv4 interface (broadcasts reach only such a socket) and announces,
+    unless it listens on one IPv6 address only (announcements are IPv4 broadcasts)."""
     if not settings.lan_discovery or not settings.listen or settings.proxy is not None:
         return None
     if _is_loopback_host(settings.listen_host):
         return LanMode("127.0.0.1", False)
+    ip = _plain_ip(settings.listen_host)
+    if ip is not None and ":" in ip and ipaddress.ip_address(ip) != ipaddress.IPv6Address("::"):
+        # One IPv6 address: our port is not reachable over IPv4, where announcements go.
+        return None
     return LanMode("0.0.0.0", True)
 
 
@@ -272,6 +280,9 @@ class LanDiscovery:
         self._own_cache: dict[str, bool] = {}
         self._ignored_logged_at = -IGNORED_LOG_INTERVAL
         self._ignored_quiet = 0
+        self._new_window_at = -IGNORED_LOG_INTERVAL
+        self._new_logged = 0
+        self._new_quiet = 0
 
     @classmethod
     def from_settings(
@@ -405,8 +416,21 @@ class LanDiscovery:
                 self.counters["own"] += 1
                 continue
             if self.table.add(peer, mono):
-                log.info("LAN discovery: peer %s:%d announced itself", *peer)
+                self._log_new(peer, mono)
             self.counters["discovered"] += 1
+
+    def _log_new(self, peer: Peer, mono: float) -> None:
+        """Note a newly discovered peer at INFO, at most NEW_PEER_LOG_BURST per interval."""
+        if mono - self._new_window_at >= IGNORED_LOG_INTERVAL:
+            if self._new_quiet:
+                log.info("LAN discovery: %d more peers announced themselves (not logged one by one)",
+                         self._new_quiet)
+            self._new_window_at, self._new_logged, self._new_quiet = mono, 0, 0
+        if self._new_logged < NEW_PEER_LOG_BURST:
+            self._new_logged += 1
+            log.info("LAN discovery: peer %s:%d announced itself", *peer)
+        else:
+            self._new_quiet += 1
 
     def _ignore(self, source: str, reason: str) -> None:
         self.counters["ignored"] += 1

@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import math
 import random
+import socket
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from bmnode.net.dandelion import LOCAL, DandelionState
 from bmnode.net.download import DownloadTracker
 from bmnode.net.lan import LanDiscovery
 from bmnode.net.settings import NetSettings
-from bmnode.net.socks import ProxyRefused, ProxySettings, open_via_proxy
+from bmnode.net.socks import ProxyError, ProxyRefused, ProxySettings, open_via_proxy
 from bmnode.net.tls import tls_available
 from bmnode.protocol.constants import (
     MAX_ADDR_ENTRIES,
@@ -115,8 +116,17 @@ def _is_loopback(host: str) -> bool:
 
 def _tor_source(proxy_host: str) -> str:
     """The address Tor's connections to our onion service come from: the SOCKS proxy's host
-    (``localhost`` meaning 127.0.0.1, as inbound peers are recorded by IP)."""
-    return "127.0.0.1" if proxy_host.lower() == "localhost" else proxy_host
+    (``localhost`` meaning 127.0.0.1, as inbound peers are recorded by IP; an IP literal in
+    the canonical text that inbound peers get, e.g. ``[::1]`` as ``::1``)."""
+    if proxy_host.lower() == "localhost":
+        return "127.0.0.1"
+    try:
+        ip = ipaddress.ip_address(proxy_host.strip("[]"))
+    except ValueError:
+        return proxy_host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
 
 
 class RelayNode:
@@ -249,6 +259,7 @@ class RelayNode:
             )
         if self.lan is not None and not await self.lan.start(self.listen_port):
             self.lan = None
+        await self._resolve_tor_host()
         if s.bootstrap:
             seeded = self.knownnodes.seed_defaults(int(self.clock()))
             if seeded:
@@ -263,6 +274,29 @@ class RelayNode:
             asyncio.create_task(self._tick_loop(), name="bmnode-net-tick"),
             asyncio.create_task(self._announce_loop(), name="bmnode-net-announce"),
         ]
+
+    async def _resolve_tor_host(self) -> None:
+        """A proxy given by name (``--socks-host tor``, a container): the address Tor's
+        connections to our onion service come from is what it resolves to, as the reference
+        resolves ``sockshostname`` once at start. Unresolvable: logged, the name stays."""
+        name = self.conn_settings.tor_host
+        if name is None or self._loop is None:
+            return
+        try:
+            ipaddress.ip_address(name)
+            return
+        except ValueError:
+            pass
+        try:
+            infos = await asyncio.wait_for(self._loop.getaddrinfo(name, None, type=socket.SOCK_STREAM), 10.0)
+        except (OSError, asyncio.TimeoutError, UnicodeError) as exc:
+            log.warning("cannot resolve the SOCKS host %s (%s): peers of the onion service will look "
+                        "like ordinary inbound peers", name, exc)
+            return
+        addrs = [_tor_source(str(info[4][0]).split("%", 1)[0]) for info in infos]
+        if addrs:
+            # IPv4 first: Tor reaches a service target such as 127.0.0.1 or a LAN address.
+            self.conn_settings.tor_host = sorted(addrs, key=lambda a: ":" in a)[0]
 
     async def stop(self) -> None:
         """Stop listening and dialing, close every connection, flush the inventory."""
@@ -396,7 +430,7 @@ class RelayNode:
             if len(inbound) >= s.max_inbound + s.inbound_headroom:
                 self.counters["inbound_refused_full"] += 1
                 return False
-            if not (s.loopback_exempt_per_ip and _is_loopback(conn.host)):
+            if not self._per_ip_exempt(conn):
                 waiting = sum(1 for c in inbound if c.host == conn.host and not c.established)
                 if waiting >= s.max_handshaking_per_ip:
                     self.counters["inbound_refused_per_ip"] += 1
@@ -410,7 +444,7 @@ class RelayNode:
     def admit(self, conn: Connection, version: Version) -> str | None:
         """Checks 5-7 of 4.4."""
         s = self.settings
-        exempt = s.loopback_exempt_per_ip and _is_loopback(conn.host)
+        exempt = self._per_ip_exempt(conn)
         if not conn.outbound:
             others = [c for c in self.connections if c is not conn and not c.outbound and not c.closed]
             if not exempt and any(c.host == conn.host for c in others):
@@ -427,6 +461,12 @@ class RelayNode:
                 self._mark_self(conn.dialled)
             return ERR_SELF
         return None
+
+    def _per_ip_exempt(self, conn: Connection) -> bool:
+        """Whether the per-IP limits (check 5 of 4.4, handshakes per IP) spare ``conn``:
+        loopback peers (when configured) and every peer that reached our onion service, since
+        they all come from Tor's address (the reference exempts the SOCKS host)."""
+        return (self.settings.loopback_exempt_per_ip and _is_loopback(conn.host)) or conn.via_onion_service()
 
     def _mark_self(self, addr: Peer) -> None:
         self._self_addrs.add(addr)
@@ -469,6 +509,8 @@ class RelayNode:
             host, port = conn.dialled
         else:
             host, port = conn.host, conn.remote_listen_port
+            if conn.via_onion_service():
+                return  # Tor's address, not the peer's (the reference skips these too)
             if port <= 0 or not (self.settings.allow_private_peers or is_public(host)):
                 return
         for s in conn.streams[:16]:
@@ -928,6 +970,7 @@ class RelayNode:
         self._maintain_outbound(mono)
         if mono - self._last_cleanup >= self.settings.cleanup_interval:
             self._last_cleanup = mono
+            self._prune_retry(mono)
             self.cleanup()
 
     def cleanup(self) -> None:
@@ -1069,6 +1112,14 @@ class RelayNode:
             return BOOTSTRAP_ONION
         return self.rng.choice(BOOTSTRAP_NAMES)
 
+    def _prune_retry(self, mono: float) -> None:
+        """Forget back-off entries due longer ago than the largest delay: every failed dial
+        adds one (peers from addr gossip or LAN announcements are endless), and such an old
+        entry only remembers how long the last delay was."""
+        stale = mono - self.settings.reconnect_delay_max
+        for peer in [p for p, (due, _) in self._retry.items() if due < stale and p not in self._dialing]:
+            del self._retry[peer]
+
     def _backoff(self, peer: Peer) -> None:
         """Do not dial ``peer`` again before a delay that doubles per failure (up to a cap)."""
         _, delay = self._retry.get(peer, (0.0, 0.0))
@@ -1080,8 +1131,8 @@ class RelayNode:
         self._dial((host, port))
 
     def _dial(self, peer: Peer) -> None:
-        if peer in self._dialing or self._loop is None:
-            return
+        if peer in self._dialing or self._loop is None or not self._running:
+            return  # (stopped: a dial now would outlive stop(), which cancels only earlier ones)
         if not self.can_dial(peer[0]):
             log.debug("not dialling %s:%d: .onion peers need a SOCKS proxy", *peer)
             return
@@ -1108,10 +1159,20 @@ class RelayNode:
                 self._log_proxy_failure(peer, proxy, exc)
             else:
                 log.debug("dialling %s:%d failed: %s", host, port, exc)
-            try:
-                self.knownnodes.decrease_rating(host, port)
-            except Exception:
-                pass
+            if not (isinstance(exc, ProxyError) and not isinstance(exc, ProxyRefused)):
+                # 12.2: the peer failed us. Not when the proxy itself is down, refuses us or
+                # is no SOCKS proxy: a Tor outage would push every peer tried to -0.5 and
+                # below, and clean-up would then forget them.
+                try:
+                    self.knownnodes.decrease_rating(host, port)
+                except Exception:
+                    pass
+            self._backoff(peer)
+        except Exception as exc:
+            # Not a network failure (e.g. a name the IDNA codec refuses): still one failed
+            # dial, backed off, instead of an exception no one retrieves and a re-dial per tick.
+            self.counters["dial_failed"] += 1
+            log.warning("cannot dial %s:%d: %s", host, port, exc)
             self._backoff(peer)
         finally:
             self._dialing.pop(peer, None)

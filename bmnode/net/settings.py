@@ -35,6 +35,9 @@ from bmnode.protocol.constants import (
 if TYPE_CHECKING:
     from bmnode.node.config import NodeConfig
 
+#: Listen hosts meaning "every interface".
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "0:0:0:0:0:0:0:0"})
+
 
 @dataclass
 class NetSettings:
@@ -172,7 +175,12 @@ def settings_from_config(cfg: "NodeConfig", **overrides: Any) -> NetSettings:
     s.onion = getattr(cfg, "onion_peer", None)
     # As the reference: behind a proxy the node accepts no inbound peers unless told to, or
     # unless it runs as an onion service (Tor hands it the service's connections).
-    s.listen = proxy is None or bool(getattr(cfg, "socks_listen", False)) or s.onion is not None
+    socks_listen = bool(getattr(cfg, "socks_listen", False))
+    s.listen = proxy is None or socks_listen or s.onion is not None
+    if proxy is not None and not socks_listen and s.listen_host in _WILDCARD_HOSTS:
+        # Listening only for Tor's onion-service connections: loopback, as the reference's
+        # onionbindip (127.0.0.1). A clearnet listener would tie the onion to this IP.
+        s.listen_host = "127.0.0.1"
     s.proxy = proxy
     names = {f.name for f in fields(NetSettings)}
     for k, v in overrides.items():

@@ -5,14 +5,17 @@ starts, ``newMessage`` when a msg is stored in the inbox (messages to ourselves 
 ``newBroadcast`` when a broadcast is stored. :class:`ApiNotifier` does the same without ever
 holding up the caller: events are queued to one background thread that runs the program
 without a shell (argv ``[path, event]``, no stdin, output discarded), in order, one at a time,
-and kills a run that exceeds ``timeout`` seconds. A missing, failing or slow program is logged,
-never raised; when the queue is full, further events are dropped (and logged).
+and kills a run that exceeds ``timeout`` seconds (with the processes it started). A missing,
+failing or slow program is logged, never raised; when the queue is full, further events are
+dropped (and logged).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -89,7 +92,12 @@ class ApiNotifier:
         try:
             code = proc.wait(self.timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            # The whole session it started (a script's children too): only the script would leave
+            # its children running, one more set for every slow event.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                proc.kill()
             proc.wait()
             log.warning("apinotifypath: %s %s took longer than %.0f s and was killed", self.path, event, self.timeout)
             return

@@ -5,6 +5,7 @@ The ``json`` variant uses the same transport with JSON-RPC bodies (:mod:`bmnode.
 ``POST /`` or ``POST /RPC2`` with a ``Content-Length`` and a ``methodCall`` body; other paths
 answer 404, a missing length 411, an oversized body 413, missing or wrong credentials 401
 after a short delay (2 s like the reference, configurable), too many requests at once 503.
+A client has ``read_limit`` seconds (60) from its connection to send the whole request.
 Each request runs in its own thread (bounded), the connection is closed after each response,
 ``nil`` is never sent. :class:`ApiServer` runs in a background thread and stops cleanly.
 ``GET /metrics`` (same credentials) answers Prometheus text metrics (:mod:`bmnode.api.metrics`);
@@ -103,6 +104,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.timeout = self.server.api.request_timeout
         super().setup()
 
+    def _request_read(self) -> None:
+        """The whole request has been read: the server's read deadline no longer applies."""
+        self.server.reading_done(self.connection)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._request_read()  # answering: what is left unread no longer matters
+        super().send_response(code, message)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
         _log.debug("%s %s", self.address_string(), format % args)
 
@@ -138,7 +147,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         chunks = []
         left = length
         while left:
-            chunk = self.rfile.read(min(left, 1 << 20))
+            chunk = self.rfile.read1(min(left, 1 << 20))  # what one recv gives: no refill loop
             if not chunk:
                 return None
             chunks.append(chunk)
@@ -172,6 +181,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if api.credentials.check_header(self.headers.get("Authorization")):
             return True
         self._drain()
+        self._request_read()
         _log.warning("API: refused a request from %s: missing or wrong credentials", self.client_address[0])
         if api.auth_delay > 0:
             time.sleep(api.auth_delay)
@@ -191,12 +201,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not self._authorized(api):
                 return
             try:
-                text = api.metrics()
+                body = api.metrics().encode("utf-8")  # a lone surrogate in a label fails here too
             except Exception:  # noqa: BLE001 - answer 500, keep serving
                 _log.exception("API: metrics failed")
                 self._plain(500, "internal error\n")
                 return
-            body = text.encode("utf-8")
             self.send_response(200)
             self.send_header("Content-Type", METRICS_CONTENT_TYPE)
             self.send_header("Content-Length", str(len(body)))
@@ -223,6 +232,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if body is None:
             self.close_connection = True
             return
+        self._request_read()
         try:
             response, after = api.handle_body(body)
         except Exception:  # noqa: BLE001 - answer 500 like the reference, keep serving
@@ -246,10 +256,48 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
+    """Also bounds the time a client takes to send its request: a connection whose headers
+    and body are not in within ``api.read_limit`` seconds of its accept is shut down, so a
+    client that trickles bytes (each under the per-read timeout) cannot hold a thread or a
+    request slot for ever, before or after authentication."""
+
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
     api: ApiServer
+
+    def server_activate(self) -> None:
+        self._reading: dict[socket.socket, float] = {}
+        self._reading_lock = threading.Lock()
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._reading_lock:
+            self._reading[request] = time.monotonic() + self.api.read_limit
+        super().process_request(request, client_address)
+
+    def reading_done(self, request: Any) -> None:
+        """The handler of ``request`` has read all it will read."""
+        with self._reading_lock:
+            self._reading.pop(request, None)
+
+    def shutdown_request(self, request: Any) -> None:
+        self.reading_done(request)
+        super().shutdown_request(request)
+
+    def service_actions(self) -> None:
+        """Called by ``serve_forever`` every poll interval: cut the requests past their read deadline."""
+        now = time.monotonic()
+        with self._reading_lock:
+            late = [r for r, deadline in self._reading.items() if deadline <= now]
+            for r in late:
+                del self._reading[r]
+        for r in late:
+            _log.info("API: closing a connection that did not send its request within %g s", self.api.read_limit)
+            try:
+                r.shutdown(socket.SHUT_RDWR)  # wakes the handler's blocked read with end-of-file
+            except OSError:
+                pass
 
 
 class ApiServer:
@@ -268,6 +316,7 @@ class ApiServer:
         max_concurrent: int = 32,
         slot_wait: float = 1.0,
         request_timeout: float = 30.0,
+        read_limit: float = 60.0,
         random_port_fallback: bool = False,
         metrics: Callable[[], str] | None = None,
     ) -> None:
@@ -287,6 +336,8 @@ class ApiServer:
         self.auth_delay = auth_delay
         self.max_body = max_body
         self.request_timeout = request_timeout
+        #: seconds from a connection's accept to the end of its request (headers and body)
+        self.read_limit = read_limit
         self.random_port_fallback = random_port_fallback
         self._slots = threading.BoundedSemaphore(max_concurrent)
         #: how long a request waits for a free slot before its 503: a client's next request can

@@ -147,11 +147,14 @@ class NetView:
         self._sock: zmq.Socket | None = None
         self._stats: bus.NetStats | None = None
         self._at = 0.0
+        self._closed = False
 
     def stats(self) -> bus.NetStats | None:
         with self._lock:
             if self._stats is not None and time.monotonic() - self._at < self.max_age:
                 return self._stats
+            if self._closed:  # a late caller (a request or scrape still running at stop) opens nothing
+                return None
             if self._sock is None:
                 self._sock = self._ctx.socket(zmq.DEALER)
                 self._sock.setsockopt(zmq.LINGER, 0)
@@ -194,7 +197,9 @@ class NetView:
         return int(st.counters.get("wanted", 0)) if st is not None else 0
 
     def close(self) -> None:
+        """Close the socket for good: the context can then be terminated (no call reopens it)."""
         with self._lock:
+            self._closed = True
             if self._sock is not None:
                 self._sock.close(0)
                 self._sock = None
@@ -210,12 +215,15 @@ class BrokerView:
         self._ctx = context or zmq.Context.instance()
         self._lock = threading.Lock()
         self._client: Any = None
+        self._closed = False
 
     def state(self) -> dict[str, Any]:
         """``{workers, queued, running, stats}``; BackendError when the broker does not answer."""
         from bmnode.pow.broker import PowClient
 
         with self._lock:
+            if self._closed:  # a scrape still running at stop must not open a socket ctx.term() waits on
+                raise BackendError(21, "the API process is stopping")
             if self._client is None:
                 self._client = PowClient(self.endpoint, client="api-metrics", timeout=self.timeout, context=self._ctx)
             try:
@@ -227,7 +235,9 @@ class BrokerView:
             return {"workers": st.workers, "queued": st.queued, "running": st.running, "stats": dict(st.stats)}
 
     def close(self) -> None:
+        """Close the client for good (no later :meth:`state` opens one)."""
         with self._lock:
+            self._closed = True
             if self._client is not None:
                 self._client.close()
                 self._client = None

@@ -720,7 +720,13 @@ class PowClient:
     # ------------------------------------------------------------------ plumbing
 
     def _send(self, msg: bus.BusMessage) -> None:
-        self.socket.send_multipart(bus.encode(msg))
+        """Queue ``msg`` for the broker; PowTimeout instead of blocking for ever when the queue
+        is full (the broker has not taken our requests for a long time: down or unreachable)."""
+        try:
+            self.socket.send_multipart(bus.encode(msg), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            raise PowTimeout(f"cannot send to the PoW broker at {self.endpoint}: it has not taken this client's "
+                             "earlier requests (not running or not reachable)") from None
 
     def _pump(self, timeout: float) -> bool:
         """Receive what is there (waiting up to ``timeout`` s for the first); False if nothing.

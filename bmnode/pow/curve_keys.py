@@ -39,6 +39,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 CLIENT_DOMAIN = "bmnode-pow-clients"
 WORKER_DOMAIN = "bmnode-pow-workers"
 
+#: Refusals of unknown keys logged per minute at most (each peer can present a fresh key).
+_MAX_REFUSALS_LOGGED = 10
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 _Z85_KEY = re.compile(r"^[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 
@@ -62,16 +64,18 @@ class KeyPair:
 # ----------------------------------------------------------------------------- key files
 
 
-def _check_z85(value: bytes, what: str) -> bytes:
-    """``value`` if it is a Z85 CURVE key (40 characters, 32 bytes), else CurveKeyError."""
+def _check_z85(value: bytes, what: str, *, secret: bool = False) -> bytes:
+    """``value`` if it is a Z85 CURVE key (40 characters, 32 bytes), else CurveKeyError (which
+    quotes a public value, never a ``secret`` one: the message reaches logs and terminals)."""
     text = value.decode("ascii", "replace")
+    shown = f"{len(value)} characters" if secret else repr(text[:60])
     if not _Z85_KEY.match(text):
-        raise CurveKeyError(f"{what} is not a Z85 CURVE key (40 characters): {text[:60]!r}")
+        raise CurveKeyError(f"{what} is not a Z85 CURVE key (40 characters): {shown}")
     try:
         if len(z85.decode(value)) != 32:
             raise ValueError
     except ValueError:
-        raise CurveKeyError(f"{what} is not a Z85 CURVE key (40 characters): {text[:60]!r}") from None
+        raise CurveKeyError(f"{what} is not a Z85 CURVE key (40 characters): {shown}") from None
     return value
 
 
@@ -95,7 +99,7 @@ def _read_cert(path: PathLike) -> tuple[bytes | None, bytes | None]:
             if line.startswith(name.encode()) and b"=" in line:
                 found[name] = line.split(b"=", 1)[1].strip(b" \t'\"")
     pub = _check_z85(found["public-key"], f"the public-key in {p}") if "public-key" in found else None
-    sec = _check_z85(found["secret-key"], f"the secret-key in {p}") if "secret-key" in found else None
+    sec = _check_z85(found["secret-key"], f"the secret-key in {p}", secret=True) if "secret-key" in found else None
     return pub, sec
 
 
@@ -194,6 +198,8 @@ class AuthorizedKeys:
         self.directory = Path(directory)
         self._lock = threading.Lock()
         self._warned: dict[bytes, float] = {}  # refused key -> when last logged
+        self._problem: str | None = None  # why the folder cannot be read now (logged once)
+        self._minute, self._logged = -1e9, 0  # refusals logged in the current minute
         self._mtime = self._stamp()
         self.keys = self._load()
         if not self.keys:
@@ -219,14 +225,20 @@ class AuthorizedKeys:
     def allows(self, key: bytes) -> bool:
         """True if ``key`` (Z85) is listed, re-reading the folder first if it changed."""
         with self._lock:
+            stamp, problem = self._mtime, None
             try:
                 stamp = self._stamp()
                 if stamp != self._mtime:
                     self.keys = self._load()
-                    self._mtime = stamp
                     log.info("authorized keys reloaded from %s: %d keys", self.directory, len(self.keys))
             except CurveKeyError as exc:
-                log.error("keeping the previous authorized keys: %s", exc)
+                problem = str(exc)
+            # A bad folder is read again when it changes and reported once, not at every
+            # handshake (anyone who reaches the port can start one).
+            self._mtime = stamp
+            if problem is not None and problem != self._problem:
+                log.error("keeping the previous authorized keys: %s", problem)
+            self._problem = problem
             return key in self.keys
 
     def callback(self, domain: str, key: bytes) -> bool:
@@ -237,8 +249,15 @@ class AuthorizedKeys:
             if len(self._warned) > 1000:
                 self._warned.clear()
             self._warned[key] = now
-            log.warning("refused a connection with an unknown CURVE key %s (%s): add its .key file to %s "
-                        "to allow it", key.decode("ascii", "replace"), domain, self.directory)
+            if now - self._minute > 60:
+                self._minute, self._logged = now, 0
+            # fresh keys cost a peer nothing: at most _MAX_REFUSALS_LOGGED lines a minute in all
+            self._logged += 1
+            if self._logged <= _MAX_REFUSALS_LOGGED:
+                log.warning("refused a connection with an unknown CURVE key %s (%s): add its .key file to %s "
+                            "to allow it", key.decode("ascii", "replace"), domain, self.directory)
+            if self._logged == _MAX_REFUSALS_LOGGED:
+                log.warning("more refusals of unknown CURVE keys this minute are not logged")
         return ok
 
 

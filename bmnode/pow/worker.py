@@ -151,9 +151,13 @@ class PowWorker:
             name=self.name, backend=self.backend.name[:32], interval=self.heartbeat, job=self._key, trials=self._trials
         )
 
-    @staticmethod
-    def _send(sock: zmq.Socket, msg: bus.BusMessage) -> None:
-        sock.send_multipart(bus.encode(msg), flags=zmq.NOBLOCK)
+    def _send(self, sock: zmq.Socket, msg: bus.BusMessage) -> None:
+        """Queue ``msg`` for the broker; dropped when the queue is full (the broker has been out
+        of reach, or refusing our key, for a while): the loop goes on and keeps reconnecting."""
+        try:
+            sock.send_multipart(bus.encode(msg), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            log.debug("worker %s: broker not reachable, %s dropped", self.name, msg.topic)
 
     def _drain(self, sock: zmq.Socket) -> None:
         while True:

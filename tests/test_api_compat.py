@@ -7,6 +7,7 @@ the commands run against the in-memory fake backend of tests/test_api.py, withou
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 import time
@@ -79,7 +80,7 @@ def test_backend_waits_for_the_pow_of_a_nonce_zero_object():
     obj = bytes(8) + b"\x00" * 8 + b"payload"
     stub = _StubMailbox(answer_after=2)
     assert MailboxBackend(stub, disseminate_wait=5).await_disseminated(obj, poll=0.01) == bytes.fromhex("cd" * 32)
-    assert stub.asked == [obj[8:]] * 3  # looked up by the object without its nonce
+    assert stub.asked == [hashlib.sha512(obj[8:]).digest()] * 3  # the digest of the object after its nonce
     assert MailboxBackend(_StubMailbox(0), disseminate_wait=0).await_disseminated(obj) is None  # not asked to wait
     slow = _StubMailbox(answer_after=10**9)
     started = time.monotonic()
@@ -143,12 +144,13 @@ def test_mailbox_process_tells_the_hash_once_the_pow_is_done(tmp_path):
             return reply.result
 
         assert rpc("disseminate_object", unsolved, 1, 1) is None
-        assert rpc("disseminated_hash", unsolved[8:]) is None  # PoW not done yet
+        digest = hashlib.sha512(unsolved[8:]).digest()
+        assert rpc("disseminated_hash", digest) is None  # PoW not done yet
         jobs = [a for a in svc.mailbox.tick(now) if isinstance(a, PowJob) and a.kind == "object"]
         assert len(jobs) == 1
         nonce = solve_job(jobs[0], pow_backend)
         svc._run(lambda m, t: m.pow_done(jobs[0].job_id, nonce, t))
         published = nonce.to_bytes(8, "big") + unsolved[8:]
-        assert rpc("disseminated_hash", unsolved[8:]) == inventory_hash(published).hex()
+        assert rpc("disseminated_hash", digest) == inventory_hash(published).hex()
     finally:
         svc.close()

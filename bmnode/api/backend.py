@@ -17,6 +17,7 @@ error 21 saying the node does not offer it. ``await_disseminated`` (optional too
 from __future__ import annotations
 
 import logging
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
@@ -497,9 +498,9 @@ class MailboxBackend:
         if lookup is None or self.disseminate_wait <= 0:
             return None
         deadline = time.monotonic() + self.disseminate_wait
-        payload = bytes(data[8:])
+        digest = hashlib.sha512(bytes(data[8:])).digest()  # polled: the digest, not the object
         while True:
-            found = lookup(payload)
+            found = lookup(digest)
             if found is not None:
                 return bytes.fromhex(found)
             left = deadline - time.monotonic()

@@ -691,12 +691,13 @@ class MailboxService:
             self._tick_due = True
         return bus.RpcReply(id=req.id, ok=True, result=result)
 
-    def disseminated_hash(self, payload: bytes) -> str | None:
-        """The inventory hash (hex) of the published object whose bytes after the nonce are
-        ``payload`` (an object of disseminatePreEncryptedMsg whose PoW is done), else None."""
-        if not isinstance(payload, (bytes, bytearray)):
-            raise ApiError(22, "Decode error - the object must be given as bytes")
-        h = self._disseminated.get(hashlib.sha512(bytes(payload)).digest())
+    def disseminated_hash(self, digest: bytes) -> str | None:
+        """The inventory hash (hex) of the published object whose bytes after the nonce have
+        this SHA-512 ``digest`` (an object of disseminatePreEncryptedMsg whose PoW is done), else
+        None. A digest, not the object: the API polls this while it waits."""
+        if not isinstance(digest, (bytes, bytearray)) or len(digest) != 64:
+            raise ApiError(22, "Decode error - expected the 64-byte SHA-512 digest of the object after its nonce")
+        h = self._disseminated.get(bytes(digest))
         return None if h is None else h.hex()
 
     def status(self) -> dict[str, Any]:

@@ -390,3 +390,35 @@ def test_onion_service_node_records_itself_and_answers_tor_peers_as_the_service(
             await plain.stop()
 
     run(main())
+
+
+# ------------------------------------------------------------------------ onion services only
+
+
+def test_onion_only_needs_a_proxy_and_reaches_the_net_settings(tmp_path: Path):
+    from bmnode.net.settings import settings_from_config
+
+    with pytest.raises(ConfigError, match="--onion-only"):
+        NodeConfig(data_dir=tmp_path, onion_only=True)
+    cfg = NodeConfig(data_dir=tmp_path, socks_proxy_type="socks5", onion_only=True)
+    assert settings_from_config(cfg).onion_only
+    (tmp_path / "bmnode.toml").write_text('socksproxytype = "SOCKS5"\nonionservicesonly = true\n')
+    assert load_config(tmp_path).onion_only  # the reference's keys.dat name
+
+
+def test_onion_only_draws_and_dials_nothing_but_onions(tmp_path: Path):
+    with KnownNodes(tmp_path) as kn:
+        for i in range(20):
+            kn.add(1, f"8.8.{i}.1", 8444, NOW)
+        kn.add(1, V3, 8444, NOW)
+        rng = random.Random(7)
+        mixed = kn.candidates(1, NOW, proxied=True, limit=21, draws=2000, rng=rng)
+        assert any(h != V3 for h, _ in mixed)
+        only = kn.candidates(1, NOW, proxied=True, onion_only=True, limit=21, draws=2000, rng=rng)
+        assert only == [(V3, 8444)]
+    node = RelayNode.open(node_settings(tmp_path / "n", proxy=ProxySettings(kind="socks5"), onion_only=True))
+    try:
+        assert node.can_dial(V3) and not node.can_dial("8.8.8.8") and not node.can_dial("bootstrap8444.bitmessage.org")
+        assert node._bootstrap_target()[0].endswith(".onion")
+    finally:
+        run(node.stop())

@@ -1054,6 +1054,7 @@ class RelayNode:
                     exclude_groups=groups,
                     allow_private=s.allow_private_peers,
                     proxied=s.proxy is not None,
+                    onion_only=s.onion_only,
                     limit=want,
                     rng=self.rng,
                 )
@@ -1101,13 +1102,17 @@ class RelayNode:
 
     def can_dial(self, host: str) -> bool:
         """Whether ``host`` may be dialled: .onion peers only through a proxy (without one the
-        name would go to the local resolver, a leak, and fail)."""
+        name would go to the local resolver, a leak, and fail); with ``onion_only``, nothing else."""
+        if self.settings.onion_only:
+            return self.settings.proxy is not None and is_onion(host)
         return self.settings.proxy is not None or not is_onion(host)
 
     def _bootstrap_target(self) -> Peer:
         """12.3 target: a bootstrap name; through SOCKS5, half of the time the reference's
         bootstrap onion instead. Behind a proxy the name is resolved by the proxy."""
         proxy = self.settings.proxy
+        if self.settings.onion_only and proxy is not None:
+            return BOOTSTRAP_ONION
         if proxy is not None and proxy.kind == "socks5" and self.rng.random() < 0.5:
             return BOOTSTRAP_ONION
         return self.rng.choice(BOOTSTRAP_NAMES)
@@ -1134,7 +1139,8 @@ class RelayNode:
         if peer in self._dialing or self._loop is None or not self._running:
             return  # (stopped: a dial now would outlive stop(), which cancels only earlier ones)
         if not self.can_dial(peer[0]):
-            log.debug("not dialling %s:%d: .onion peers need a SOCKS proxy", *peer)
+            log.debug("not dialling %s:%d: %s", *peer,
+                      "only onion services (--onion-only)" if self.settings.onion_only else ".onion peers need a SOCKS proxy")
             return
         self._dialing[peer] = self._loop.create_task(self._dial_task(peer))
 

@@ -68,6 +68,8 @@ class NetSettings:
     proxy: ProxySettings | None = None
     #: Bound on a proxied dial (proxy connect + SOCKS handshake; Tor circuits are slow).
     proxy_timeout: float = 30.0
+    #: Dial onion services only (``--onion-only``, the reference's ``onionservicesonly``).
+    onion_only: bool = False
     #: LAN peer discovery over UDP (12.4, bmnode/net/lan.py): off behind a proxy or when not
     #: listening; a loopback-only listener binds 127.0.0.1 and never announces.
     lan_discovery: bool = True
@@ -173,6 +175,7 @@ def settings_from_config(cfg: "NodeConfig", **overrides: Any) -> NetSettings:
     )
     proxy = proxy_from_config(cfg)
     s.onion = getattr(cfg, "onion_peer", None)
+    s.onion_only = bool(getattr(cfg, "onion_only", False)) and proxy is not None
     # As the reference: behind a proxy the node accepts no inbound peers unless told to, or
     # unless it runs as an onion service (Tor hands it the service's connections).
     socks_listen = bool(getattr(cfg, "socks_listen", False))

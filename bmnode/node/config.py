@@ -365,6 +365,7 @@ _CHECKERS: dict[str, Checker] = {
     "socks_password": _socks_credential,
     "socks_authentication": _optional(_bool),
     "socks_listen": _bool,
+    "onion_only": _bool,
     "onion_hostname": _onion_hostname,
     "onion_port": _optional(_int_range(1, 0xFFFF)),
 }
@@ -450,6 +451,8 @@ class NodeConfig:
     socks_authentication: bool | None = None
     #: Keep accepting inbound peers while proxied (the reference's ``sockslisten``; off by default).
     socks_listen: bool = False
+    #: Dial onion services only (the reference's ``onionservicesonly``): needs the SOCKS proxy.
+    onion_only: bool = False
     #: Our own Tor onion service (the reference's ``onionhostname``/``onionport``): when set, an
     #: onionpeer object announcing it is published (12.5). The port defaults to ``listen``'s.
     onion_hostname: str | None = None
@@ -473,6 +476,8 @@ class NodeConfig:
     def _check_socks(self) -> None:
         """Cross-checks of the proxy options (each value alone is already checked)."""
         if self.socks_proxy_type == "none":
+            if self.onion_only:
+                raise _bad("--onion-only", "onion services are reached only through Tor; set --socks-proxy-type socks5")
             onions = [str(p) for p in self.peers if p.host.endswith(".onion")]
             if onions:
                 raise _bad("--peer", f"{', '.join(onions)}: .onion peers are reached only through Tor; "
@@ -562,6 +567,7 @@ FLAGS: dict[str, str] = {
     "socks_username": "--socks-username",
     "socks_password": "--socks-password",
     "socks_listen": "--socks-listen",
+    "onion_only": "--onion-only",
     "onion_hostname": "--onion-hostname",
     "onion_port": "--onion-port",
 }
@@ -584,6 +590,7 @@ _ALIASES: dict[str, tuple[str, bool]] = {
     "sockspassword": ("socks_password", False),
     "socksauthentication": ("socks_authentication", False),
     "sockslisten": ("socks_listen", False),
+    "onionservicesonly": ("onion_only", False),
     "onionhostname": ("onion_hostname", False),
     "onionport": ("onion_port", False),
 }
@@ -752,6 +759,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--socks-listen", dest="socks_listen", action="store_const", const=True, default=None,
         help="keep accepting inbound peers on --listen while a SOCKS proxy is set (off by default, as the reference)",
+    )
+    parser.add_argument(
+        "--onion-only", dest="onion_only", action="store_const", const=True, default=None,
+        help="dial onion services only, never a peer's IP address (the reference's onionservicesonly; "
+        "needs --socks-proxy-type)",
     )
     parser.add_argument(
         "--onion-hostname", metavar="NAME.onion", default=None,

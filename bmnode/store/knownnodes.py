@@ -401,6 +401,7 @@ class KnownNodes:
         exclude_groups: Collection[str] = (),
         allow_private: bool = False,
         proxied: bool = False,
+        onion_only: bool = False,
         limit: int = 1,
         draws: int = DIAL_DRAWS,
         rng: random.Random | None = None,
@@ -411,7 +412,8 @@ class KnownNodes:
         pairs; a bare host excludes every port of it), and any peer whose :func:`dial_group`
         is in ``exclude_groups`` (those of the current outbound connections) or equals that of
         a peer already chosen. Onion peers are drawn only when ``proxied`` (a SOCKS proxy is
-        set), and then one with a positive rating is always accepted (the reference's priority)."""
+        set), and then one with a positive rating is always accepted (the reference's priority);
+        ``onion_only`` draws nothing else."""
         rng = rng or random
         nodes = self._streams.get(stream)
         if not nodes or limit < 1:
@@ -427,6 +429,8 @@ class KnownNodes:
             if key in exclude or key[0] in exclude or key in chosen:
                 continue
             rating = node.rating
+            if onion_only and not is_onion(key[0]):
+                continue
             if is_onion(key[0]):
                 if not proxied:
                     continue

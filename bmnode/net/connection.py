@@ -599,8 +599,10 @@ class Connection(asyncio.Protocol):
         # Ping after ping_interval without a byte *from* the peer (at most once per interval),
         # even while we are sending: a reference peer pings only when no traffic passed in
         # either direction, so one that just receives would otherwise stay silent until the
-        # idle timeout above dropped it.
-        if now - max(self.last_recv, self.last_ping) >= s.ping_interval:
+        # idle timeout above dropped it. Also after ping_interval without a byte *to* the
+        # peer, even while it talks: MiNode drops a peer it has not heard from for 600 s and
+        # keeps its own side alive with unsolicited pongs (older) or pings every 300 s.
+        if now - max(min(self.last_recv, self.last_send), self.last_ping) >= s.ping_interval:
             self.last_ping = now
             self.send_frame(PING_FRAME)
 

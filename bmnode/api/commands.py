@@ -45,6 +45,7 @@ from bmnode.api.backend import (
 from bmnode.crypto.addresses import decode_address, encode_address
 from bmnode.crypto.generation import deterministic_addresses
 from bmnode.errors import BmnodeError
+from bmnode.mailbox.errors import MESSAGES
 from bmnode.protocol.constants import (
     MAX_MESSAGE_TEXT,
     MSG_TTL_DEFAULT,
@@ -64,41 +65,14 @@ MAX_MESSAGE_LENGTH = MAX_MESSAGE_TEXT
 MAX_ADDRESSES = 999
 CORRUPT_TEXT = "Part of the message is corrupt. The message cannot be displayed the normal way.\n\n"
 
-#: The reference's messages (spec 14.5), used where a handler raises the code without detail.
+#: The reference's messages (spec 14.5), used where a handler raises the code without detail:
+#: the mailbox's table, with the API's own wording where a command gives the number a context.
 ERROR_TEXTS: dict[int, str] = {
-    0: "Invalid command parameters number",
-    1: "The specified passphrase is blank.",
-    2: "The address version number currently must be 3, 4, or 0 (which means auto-select).",
-    3: "The stream number must be 1 (or 0 which means auto-select). Others aren't supported.",
-    4: "Why would you ask me to generate 0 addresses for you?",
-    5: (
-        "You have (accidentally?) specified too many addresses to make. Maximum 999. This check only"
-        " exists to prevent mischief; if you really want to create more addresses than this, contact"
-        " the Bitmessage developers and we can modify the check or you can do it yourself by searching"
-        " the source code for this message."
-    ),
-    6: "The encoding type must be 2 or 3.",
-    7: "Could not decode address",
-    8: "Checksum failed for address",
-    9: "Invalid characters in address",
-    10: "Address version number too high (or zero)",
-    11: "The address version number currently must be 2, 3 or 4. Others aren't supported. Check the address.",
-    12: "The stream number must be 1. Others aren't supported. Check the address.",
-    13: "Could not find this address in your keys.dat file.",
-    14: "Your fromAddress is disabled. Cannot send.",
-    15: "Invalid ackData object size.",
+    **MESSAGES,
     16: "You are already subscribed to that address.",
-    17: "Label is not valid UTF-8 data.",
-    18: "Chan name does not match address.",
-    19: "The length of hash should be 32 bytes (encoded in hex thus 64 characters).",
     20: "Invalid method:",
-    21: "Unexpected API Failure",
-    22: "Decode error",
     23: "Bool expected in eighteenByteRipe",
-    24: "Chan address is already present.",
-    25: "Specified address is not a chan address. Use deleteAddress API call instead.",
     26: "Malformed varint in address: ",
-    27: "Message is too long.",
 }
 
 
